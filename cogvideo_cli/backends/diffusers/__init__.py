@@ -1,0 +1,1 @@
+"""Code that runs under torchrun on CUDA or CPU through diffusers."""

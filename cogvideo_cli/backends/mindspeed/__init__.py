@@ -1,0 +1,1 @@
+"""MindSpeed-MM: locate the checkout, its entry scripts and arguments."""

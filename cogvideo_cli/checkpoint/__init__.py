@@ -1,0 +1,1 @@
+"""Checkpoint formats and conversion; torch is imported inside the functions."""

@@ -1,0 +1,1 @@
+"""The Typer layer: parse options, call one engine function, show the result."""

@@ -1,0 +1,1 @@
+"""The core engine: errors, variants, workspace, rules, templates; torch-free at import."""

@@ -1,0 +1,102 @@
+"""Atomic outputs: build under a temporary name beside the target, rename when complete.
+
+Every command that writes uses these, so an interrupted or failed run leaves no target and
+no half-written file, and an existing target is never replaced without ``force``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from cogvideo_cli.core.errors import UsageError
+
+TEMP_MARK = ".cogvx-tmp-"
+
+
+def check_target(target: Path, force: bool, what: str = "output") -> None:
+    """Refuse to touch an existing target unless ``force`` is given."""
+    if target.exists() and not force:
+        raise UsageError(
+            f"the {what} {target} already exists",
+            fix="choose another path, or pass --force to replace it",
+        )
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path, force: bool = False, what: str = "output folder") -> Iterator[Path]:
+    """Yield a fresh temporary folder beside ``target``; on success it becomes ``target``.
+
+    On any exception (Ctrl-C included) the temporary folder is removed and ``target`` is
+    left as it was. With ``force`` an existing target is replaced only after the new one
+    is complete.
+    """
+    target = Path(target)
+    check_target(target, force, what)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=TEMP_MARK + target.name + "-", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    old = None
+    if target.exists():
+        old = target.with_name(f"{TEMP_MARK}old-{target.name}-{os.getpid()}")
+        os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+        _remove(tmp)
+        raise
+    if old is not None:
+        _remove(old)
+
+
+@contextlib.contextmanager
+def atomic_file(target: Path, force: bool = True, mode: str = "w",
+                encoding: str | None = "utf-8") -> Iterator:
+    """Open a temporary file beside ``target``; it replaces ``target`` once closed cleanly."""
+    target = Path(target)
+    check_target(target, force, "file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=TEMP_MARK + target.name + "-", dir=target.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_text_atomic(target: Path, text: str) -> None:
+    """Write ``text`` to ``target`` through a temporary file (replacing it)."""
+    with atomic_file(target) as handle:
+        handle.write(text)
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes on the file system holding ``path`` (or its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free

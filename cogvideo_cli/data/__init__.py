@@ -1,0 +1,1 @@
+"""Datasets: sources, video probing, sampling rules, data.jsonl writing."""

@@ -1,0 +1,1 @@
+"""What each variant needs from the hub and the cloud shares, and fetching it."""

@@ -1,0 +1,1 @@
+"""torchrun commands, environments, process supervision and log watching."""
