@@ -1,0 +1,53 @@
+"""Atomic outputs: nothing half-written survives a failure; --force is needed to replace."""
+
+from __future__ import annotations
+
+import pytest
+
+from cogvideo_cli.core.errors import UsageError
+from cogvideo_cli.core.fsutil import TEMP_MARK, atomic_dir, atomic_file
+
+
+def test_atomic_dir_success_and_refusal(tmp_path):
+    target = tmp_path / "out"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("new")
+        assert not target.exists()
+    assert (target / "a.txt").read_text() == "new"
+    with pytest.raises(UsageError, match="already exists") as err:
+        with atomic_dir(target):
+            pass
+    assert "--force" in err.value.fix
+
+
+def test_atomic_dir_failure_leaves_old_target(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "a.txt").write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(target, force=True) as tmp:
+            (tmp / "a.txt").write_text("half")
+            raise KeyboardInterrupt
+    assert (target / "a.txt").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_atomic_dir_force_replaces(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "stale.txt").write_text("old")
+    with atomic_dir(target, force=True) as tmp:
+        (tmp / "fresh.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["fresh.txt"]
+    assert not any(TEMP_MARK in p.name for p in tmp_path.iterdir())
+
+
+def test_atomic_file_failure(tmp_path):
+    target = tmp_path / "f.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_file(target) as handle:
+            handle.write("partial")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
