@@ -27,6 +27,21 @@ def check_target(target: Path, force: bool, what: str = "output") -> None:
         )
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _public(path: Path, directory: bool) -> None:
+    """Give a temporary file or folder the permissions a plain create would have.
+
+    mkdtemp and mkstemp create 0700 / 0600 entries; outputs must not stay private once
+    they are renamed into place.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -47,6 +62,7 @@ def atomic_dir(target: Path, force: bool = False, what: str = "output folder") -
     check_target(target, force, what)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=TEMP_MARK + target.name + "-", dir=target.parent))
+    _public(tmp, directory=True)
     try:
         yield tmp
     except BaseException:
@@ -76,6 +92,7 @@ def atomic_file(target: Path, force: bool = True, mode: str = "w",
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=TEMP_MARK + target.name + "-", dir=target.parent)
     tmp = Path(name)
+    _public(tmp, directory=False)
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
