@@ -26,7 +26,11 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "cogvideo_cli.cli.env_check",
     "cogvideo_cli.cli.prepare_data",
+    "cogvideo_cli.cli.convert",
     "cogvideo_cli.cli.demo",
+    "cogvideo_cli.cli.train",
+    "cogvideo_cli.cli.infer",
+    "cogvideo_cli.cli.tiny_model",
 ]
 
 

@@ -1,0 +1,98 @@
+"""From settings to a finished run, for any backend: plan, check, write, launch.
+
+``prepare_run`` plans and checks (nothing written, nothing started); ``start_run`` writes
+the run directory, records it in the workspace, runs torchrun under supervision and turns
+a failure into a :class:`LaunchError` that carries torchrun's exit code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from cogvideo_cli.core import rules
+from cogvideo_cli.core.config import RunSettings
+from cogvideo_cli.core.errors import LaunchError
+from cogvideo_cli.core.templates import write_run_dir
+from cogvideo_cli.core.workspace import Workspace
+from cogvideo_cli.launch.plan import LaunchPlan
+from cogvideo_cli.launch.script import other_node_command, record_files
+from cogvideo_cli.launch.supervise import RunResult, run_supervised
+from cogvideo_cli.launch.watch import LogWatcher
+
+
+def prepare_run(settings: RunSettings, workspace: Workspace) -> LaunchPlan:
+    """Plan a run with its backend and check every rule; raises on the first bad plan."""
+    from cogvideo_cli.backends import get_backend
+
+    plan, facts = get_backend(settings.backend).plan_run(settings, workspace)
+    rules.check(facts)
+    return plan
+
+
+def describe(plan: LaunchPlan) -> dict[str, Any]:
+    """A JSON-ready view of a plan: command, environment, configs, outputs."""
+    run = plan.torchrun
+    return {
+        "kind": plan.kind, "backend": plan.backend, "variant": plan.variant,
+        "run_dir": str(plan.run_dir), "cwd": str(plan.root), "argv": plan.argv(),
+        "env": plan.env, "world_size": run.world_size, "global_batch": plan.global_batch,
+        "files": sorted(record_files(plan)), "configs": plan.files,
+        "outputs": plan.outputs, "notes": plan.notes,
+        "other_nodes": {str(rank): other_node_command(plan, rank)
+                        for rank in range(run.nnodes) if rank != run.node_rank},
+    }
+
+
+def write_run(plan: LaunchPlan, force: bool = False) -> None:
+    """Write the run directory (configs, launch.sh, command, settings, versions)."""
+    write_run_dir(plan.run_dir, record_files(plan), force=force)
+
+
+def record_run(plan: LaunchPlan, workspace: Workspace) -> None:
+    """Remember the run in the workspace so later commands can chain on it."""
+    values: dict[str, Any] = {"last": str(plan.run_dir), f"last_{plan.kind}": str(plan.run_dir)}
+    if plan.kind == "lora":
+        values.update(lora_save=plan.outputs.get("checkpoints"),
+                      lora_rank=int(plan.settings.get("lora_r", 0)),
+                      lora_alpha=float(plan.settings.get("lora_alpha", 0)))
+    if plan.kind == "extract":
+        workspace.record("data", features=plan.outputs["features"])
+    values = {k: v for k, v in values.items() if k in _RUN_KEYS}
+    workspace.record("runs", **values)
+
+
+_RUN_KEYS = ("last", "last_train", "last_lora", "last_infer", "lora_save", "lora_rank",
+             "lora_alpha")
+
+
+def start_run(plan: LaunchPlan, workspace: Workspace, *, force: bool = False,
+              on_line: Callable[[str], None] | None = None) -> RunResult:
+    """Write the run directory, launch, supervise; raise LaunchError on a failed run."""
+    write_run(plan, force=force)
+    record_run(plan, workspace)
+    result = run_supervised(plan.argv(), cwd=plan.root, env=plan.env,
+                            log_path=plan.log_path, watcher=LogWatcher(),
+                            on_line=on_line, global_batch=plan.global_batch)
+    if result.exit_code != 0:
+        raise _failure(result)
+    return result
+
+
+def _failure(result: RunResult) -> LaunchError:
+    """The error for a failed run: the failing rank's exit code when torchrun names it."""
+    status = _exit_status(result.exit_code)
+    message = f"torchrun exited with status {result.exit_code}"
+    if result.failed_rank is not None:
+        rank, code = result.failed_rank
+        message = f"rank {rank} failed with exit code {code}; {message}"
+        if code > 0:
+            status = code
+    return LaunchError(message, value=status,
+                       fix=f"read the log {result.log_path} (the failing rank's traceback "
+                           "is above torchrun's summary)", exit_code=status)
+
+
+def _exit_status(code: int) -> int:
+    """A process exit status for cogvx itself: signals become 128 + signal number."""
+    return 128 - code if code < 0 else code

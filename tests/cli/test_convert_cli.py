@@ -1,0 +1,113 @@
+"""cogvx convert through the CLI: option forms, exit codes, messages, workspace chaining."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+FIXTURES = SHARED / "golden" / "convert" / "fixtures"
+SAT_I2V = FIXTURES / "sat-i2v-1.5" / "transformer"
+HF_T2V = FIXTURES / "hf-t2v-1.5" / "transformer"
+
+
+def _json(result) -> dict:
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("form", [["10", "11", "11", "10"], ["10,11,11,10"]])
+def test_pp_layers_both_forms(cli, tmp_path, form):
+    result = cli("--json", "convert", "sat-to-mm", "--source", SAT_I2V, "--target", "out",
+                 "--pp-layers", *form, "--tp", "2", "--dry-run")
+    assert result.exit_code == 0, result.output
+    plan = _json(result)
+    assert plan["pp_layers"] == [10, 11, 11, 10] and plan["tp"] == 2
+    assert len(plan["files"]) == 8 and not (tmp_path / "out").exists()
+
+
+def test_convert_records_the_workspace_and_chains(cli, tmp_path):
+    result = cli("convert", "hf-to-mm", "--source", HF_T2V, "--tp", "2", "--pp", "2")
+    assert result.exit_code == 0, result.output
+    assert "Converted: diffusers" in result.stdout
+    target = tmp_path / "checkpoints" / "t2v-1.5-mm-tp2-pp21-21"
+    assert (target / "latest_checkpointed_iteration.txt").read_text() == "release"
+    toml = (tmp_path / "cogvx.toml").read_text()
+    assert f'path = "{target}"' in toml and "pp_layers = [21, 21]" in toml
+
+    verify = cli("--json", "convert", "verify", "--tp", "2", "--pp-layers", "21", "21")
+    assert verify.exit_code == 0, verify.output
+    assert _json(verify)["variant"] == "t2v-1.5"
+
+    back = cli("convert", "mm-to-hf", "--target", "hf")  # source from the workspace
+    assert back.exit_code == 0, back.output
+    assert (tmp_path / "hf" / "config.json").is_file()
+    assert 'hf = "' in (tmp_path / "cogvx.toml").read_text()
+
+
+def test_verify_path_after_pp_layers(cli, tmp_path):
+    assert cli("convert", "sat-to-mm", "--source", SAT_I2V, "--target", "mm", "--tp", "2",
+               "--pp-layers", "21", "21").exit_code == 0
+    ok = cli("convert", "verify", "--pp-layers", "21", "21", "mm")
+    assert ok.exit_code == 0, ok.output
+    assert "OK:" in ok.stdout and "PP stages 21 21" in ok.stdout
+    bad = cli("convert", "verify", "mm", "--tp", "4")
+    assert bad.exit_code == 1
+    assert "split for TP 2, but the run uses TP 4" in bad.output and "Fix:" in bad.output
+
+
+def test_usage_errors_exit_2_with_value_and_fix(cli):
+    result = cli("convert", "sat-to-mm", "--source", SAT_I2V, "--target", "o",
+                 "--pp-layers", "10", "11", "11", "9")
+    assert result.exit_code == 2
+    assert "sums to 41, but the model has 42 layers" in result.output
+    assert "try 10 11 11 10" in result.output
+    wrong = cli("convert", "sat-to-mm", "--source", SAT_I2V, "--target", "o",
+                "--variant", "t2v-1.5")
+    assert wrong.exit_code == 2 and "--variant i2v-1.5" in wrong.output
+    stray = cli("convert", "sat-to-mm", "--source", SAT_I2V, "--target", "o", "7")
+    assert stray.exit_code == 2 and "unexpected argument '7'" in stray.output
+    words = cli("convert", "sat-to-mm", "--source", SAT_I2V, "--pp-layers", "ten")
+    assert words.exit_code == 2
+
+
+def test_failures_exit_1(cli, tmp_path):
+    missing = cli("convert", "sat-to-mm", "--source", tmp_path / "nope.pt", "--target", "o")
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "latest_checkpointed_iterations.txt").write_text("release")
+    typo = cli("convert", "verify", "ck")
+    assert typo.exit_code == 1 and "misspelled" in typo.output
+    assert "latest_checkpointed_iteration.txt" in typo.output
+
+
+def test_no_source_and_empty_workspace(cli):
+    result = cli("convert", "resplit", "--tp", "2")
+    assert result.exit_code == 2 and "pass --source PATH" in result.output
+
+
+def test_inspect(cli):
+    result = cli("convert", "inspect", FIXTURES / "sat-i2v-1.0" / "transformer")
+    assert result.exit_code == 0, result.output
+    assert "i2v-1.0" in result.stdout and "float32" in result.stdout
+    data = _json(cli("--json", "convert", "inspect", HF_T2V))
+    assert data["format"] == "diffusers" and data["variant"] == "t2v-1.5"
+    assert data["dims"]["num_layers"] == 42 and data["complete"]
+
+
+def test_i2v10_note_reaches_stderr_once(cli):
+    result = cli("convert", "sat-to-mm", "--source", FIXTURES / "sat-i2v-1.0" / "transformer",
+                 "--target", "o", "--tp", "4")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("never loads it") == 1
+
+
+def test_convert_help_lists_every_subcommand():
+    proc = subprocess.run([sys.executable, "-m", "cogvideo_cli", "convert", "--help"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0
+    for name in ("sat-to-mm", "hf-to-mm", "mm-to-hf", "resplit", "inspect", "verify"):
+        assert name in proc.stdout
