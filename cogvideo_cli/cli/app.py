@@ -25,6 +25,7 @@ app = typer.Typer(
 # listed here. Modules import nothing heavy at the top, so `--help` stays light.
 COMMAND_MODULES = [
     "cogvideo_cli.cli.env_check",
+    "cogvideo_cli.cli.download",
     "cogvideo_cli.cli.prepare_data",
     "cogvideo_cli.cli.convert",
     "cogvideo_cli.cli.demo",
