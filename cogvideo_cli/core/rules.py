@@ -556,9 +556,9 @@ def lora_only_checkpoint(path: Path) -> bool:
     files = sorted(path.glob("*/mp_rank_*/model_optim_rng.pt"))
     if not files:
         return False
-    import torch
+    from cogvideo_cli.checkpoint.safeload import load
 
-    state = torch.load(files[0], map_location="cpu", weights_only=False, mmap=True)
+    state = load(files[0], mmap=True)
     model = state.get("model", {}) if isinstance(state, dict) else {}
     keys = [k for k, v in model.items() if not k.endswith("_extra_state")]
     return bool(keys) and all("lora_" in k for k in keys)

@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from cogvideo_cli.backends.diffusers import media
+from cogvideo_cli.checkpoint.safeload import load as safe_load
 from cogvideo_cli.core.errors import CogvxError, DataError
 from cogvideo_cli.core.fsutil import atomic_dir
 from cogvideo_cli.data.rules import SamplingSettings
@@ -275,7 +276,8 @@ def save_checkpoint(cfg: dict[str, Any], step: int, transformer, optimizer, lr_s
 def load_checkpoint(folder: Path, transformer, optimizer, lr_sched,
                     device: torch.device) -> int:
     """Restore weights, optimizer, scheduler and this rank's RNG; returns the saved step."""
-    state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
+    # weights_only with the checkpoint allowlist: a resumed folder is input like any other
+    state = safe_load(folder / STATE_FILE, mmap=False)
     if state["world_size"] != dist.get_world_size():
         raise CogvxError(
             f"the checkpoint was written by {state['world_size']} processes, this run has "
@@ -288,8 +290,7 @@ def load_checkpoint(folder: Path, transformer, optimizer, lr_sched,
                          fix="resume with the same --kind, variant and LoRA rank")
     optimizer.load_state_dict(state["optimizer"])
     lr_sched.load_state_dict(state["lr_scheduler"])
-    set_rng_state(torch.load(folder / f"rng-rank{dist.get_rank()}.pt", weights_only=False),
-                  device)
+    set_rng_state(safe_load(folder / f"rng-rank{dist.get_rank()}.pt", mmap=False), device)
     return int(state["step"])
 
 
