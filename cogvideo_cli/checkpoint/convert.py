@@ -51,8 +51,16 @@ def parse_dtype(name: str | None):
     return None if DTYPES[key] is None else getattr(torch, DTYPES[key])
 
 
-def open_source(fmt: str, path: Path, *, trust: bool = False) -> Source:
-    """Open a checkpoint of format ``sat``, ``diffusers`` or ``mm`` for reading."""
+def open_source(fmt: str, path: Path, *, trust: bool = False,
+                options: dict | None = None) -> Source:
+    """Open a checkpoint of format ``sat``, ``diffusers``, ``mm`` or ``layerzero``.
+
+    ``options`` go to the reader (LayerZero: ``iteration``, ``ema``).
+    """
+    if fmt == "layerzero":
+        from cogvideo_cli.checkpoint.layerzero import LayerZeroSource
+
+        return LayerZeroSource(path, trust=trust, **(options or {}))
     if fmt == "sat":
         from cogvideo_cli.checkpoint.sat import SatSource
 
@@ -97,7 +105,7 @@ def resolve(source: Source, variant: str | None) -> Variant:
 
 
 def _notes(source: Source, to_mm: bool) -> list[str]:
-    notes = []
+    notes = list(source.meta.get("notes") or [])  # what the reader wants said
     for name, text in UNUSED_BY_MM.items():
         if text and name in source.tensors and to_mm:
             notes.append(text)
@@ -189,22 +197,20 @@ def convert_to_mm(fmt: str, source_path: Path, target: Path | None, *,
                   variant: str | None = None, tp: int = 1, pp_layers: list[int] | None = None,
                   pp: int | None = None, dtype: str | None = None, force: bool = False,
                   dry_run: bool = False, trust: bool = False, reporter: Reporter = SILENT,
-                  default_root: Path | None = None) -> dict:
-    """Convert a ``sat``, ``diffusers`` or ``mm`` checkpoint into the MM layout asked for.
+                  default_root: Path | None = None, source_options: dict | None = None) -> dict:
+    """Convert a ``sat``, ``diffusers``, ``mm`` or ``layerzero`` checkpoint into an MM layout.
 
-    ``target`` None means :func:`default_target` under ``default_root`` (the workspace).
+    ``target`` None means :func:`default_target` under ``default_root`` (the workspace);
+    ``source_options`` go to the reader (see :func:`open_source`).
     """
     torch_dtype = parse_dtype(dtype)
-    source = open_source(fmt, source_path, trust=trust)
+    source = open_source(fmt, source_path, trust=trust, options=source_options)
     try:
         found = resolve(source, variant)
         layout = target_layout(found, tp, pp_layers, pp)
         target = Path(target) if target else default_target(default_root or Path.cwd(),
                                                              found, layout)
-        if fmt == "mm" and Path(source_path).resolve() == target.resolve():
-            raise UsageError("--target is the --source folder", value=str(target),
-                             fix="write the new layout to another folder")
-        check_target(target, force, "target")
+        check_target(target, force, "target", protect=(Path(source_path),))
         files = plan_mm(source, found, layout, torch_dtype)
         report = _report(source, found, layout, target, torch_dtype, files,
                          _notes(source, True), dry_run)
@@ -273,7 +279,7 @@ def mm_to_hf(source_path: Path, target: Path | None, *, variant: str | None = No
     try:
         found = resolve(source, variant)
         target = Path(target) if target else default_target(default_root or Path.cwd(), found)
-        check_target(target, force, "target")
+        check_target(target, force, "target", protect=(Path(source_path),))
         renames, fusions, homeless = hf.hf_names(list(source.tensors))
         config = source.meta.get("hf_config") or hf.derive_config(found, source.shapes())
         items = _hf_items(source, renames, fusions, torch_dtype)
@@ -344,3 +350,10 @@ def _write_hf(source: Source, target: Path, config: dict, shards: list[list[str]
             hf.write_shards(tmp, shards, fetch, lambda n: reporter.advance(task, n))
     finally:
         reporter.finish(task)
+
+
+def layerzero_to_mm(source: Path, target: Path, *, iteration: int | None = None,
+                    ema: bool = False, **options) -> dict:
+    """LayerZero save (``SAVE/iter_*/model_<rank>.pt``) -> MindSpeed-MM, any TP/PP."""
+    return convert_to_mm("layerzero", source, target,
+                         source_options={"iteration": iteration, "ema": ema}, **options)

@@ -117,6 +117,9 @@ def check_file(path: Path, what: str = "checkpoint file") -> Path:
 
 def _explain(path: Path, exc: Exception) -> CheckpointError:
     text = str(exc)
+    if path.stat().st_size == 0:
+        return CheckpointError(f"{path} is empty (0 bytes)",
+                               fix="copy or download it again; compare its size with the original")
     unsafe = re.search(r"(?:Unsupported global|GLOBAL)\W+(?:GLOBAL\s+)?([\w.]+)", text)
     if isinstance(exc, pickle.UnpicklingError) and unsafe:
         return CheckpointError(
@@ -124,9 +127,9 @@ def _explain(path: Path, exc: Exception) -> CheckpointError:
             fix=TRUST_FIX)
     if isinstance(exc, (EOFError, zipfile.BadZipFile)) or "zip archive" in text \
             or "central directory" in text or "unexpected EOF" in text.lower():
-        return CheckpointError(
-            f"{path} is truncated or is not a torch checkpoint ({text.splitlines()[0][:120]})",
-            fix="copy or download it again; compare its size with the original")
+        first = (text.splitlines() or [type(exc).__name__])[0][:120]
+        return CheckpointError(f"{path} is truncated or is not a torch checkpoint ({first})",
+                               fix="copy or download it again; compare its size with the original")
     return CheckpointError(f"cannot load {path}: {type(exc).__name__}: {text[:200]}",
                            fix="the file may be damaged: copy it again")
 

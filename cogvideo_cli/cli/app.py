@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "cogvideo_cli.cli.download",
     "cogvideo_cli.cli.prepare_data",
     "cogvideo_cli.cli.convert",
+    "cogvideo_cli.cli.merge_lora",
     "cogvideo_cli.cli.demo",
     "cogvideo_cli.cli.train",
     "cogvideo_cli.cli.infer",

@@ -118,7 +118,7 @@ def _record_mm(result: dict) -> None:
 
 def _to_mm(fmt: str, ctx: typer.Context, source: Path, target: Path | None, variant,
            tp: int, pp_layers: str | None, pp: int | None, dtype, dry_run: bool, force: bool,
-           trust: bool) -> None:
+           trust: bool, options: dict | None = None) -> None:
     from cogvideo_cli.checkpoint import convert
 
     stages, rest = pp_layers_from(pp_layers, list(ctx.args))
@@ -126,7 +126,7 @@ def _to_mm(fmt: str, ctx: typer.Context, source: Path, target: Path | None, vari
     result = convert.convert_to_mm(
         fmt, source, target, variant=variant, tp=tp, pp_layers=stages, pp=pp, dtype=dtype,
         force=force, dry_run=dry_run, trust=trust, reporter=STATE.reporter(),
-        default_root=STATE.load_workspace().root)
+        default_root=STATE.load_workspace().root, source_options=options)
     _record_mm(result)
     emit(result, _render_convert)
     _show_notes(result)
@@ -164,6 +164,29 @@ def resplit(ctx: typer.Context, source: SourcePath = None, target: TargetPath = 
     src = source or _workspace_path("checkpoint", "path", "MindSpeed-MM checkpoint")
     _to_mm("mm", ctx, src, target, variant, tp, pp_layers, pp, dtype, dry_run, force,
            trust_checkpoint)
+
+
+@app.command("layerzero-to-mm", context_settings=_EXTRA)
+@guarded
+def layerzero_to_mm(ctx: typer.Context,
+                    source: Annotated[Path | None, typer.Option(
+                        "--source", help="The LayerZero run's save folder (holding iter_*/), "
+                                         "or one iter_* folder.")] = None,
+                    target: TargetPath = None,
+                    iteration: Annotated[int | None, typer.Option(
+                        "--iteration", min=1, help="Iteration to rebuild (default: the "
+                                                   "newest).")] = None,
+                    ema: Annotated[bool, typer.Option(
+                        "--ema", help="Rebuild the EMA weights (ema_model) instead.")] = False,
+                    variant: VariantName = None, tp: Tp = 1, pp_layers: PpLayers = None,
+                    pp: Pp = None, dtype: Dtype = None, dry_run: DryRun = False,
+                    force: Force = False, trust_checkpoint: Trust = False) -> None:
+    """LayerZero save (iter_*/model_<rank>.pt) -> MindSpeed-MM layout, rebuilt exactly."""
+    if source is None:
+        raise UsageError("no --source given", fix="pass --source SAVE_DIR, the folder a "
+                                                  "LayerZero run saved its iter_* folders in")
+    _to_mm("layerzero", ctx, source, target, variant, tp, pp_layers, pp, dtype, dry_run,
+           force, trust_checkpoint, {"iteration": iteration, "ema": ema})
 
 
 @app.command("mm-to-hf")

@@ -57,9 +57,13 @@ STATE = State()
 
 
 def reset_state(**options: Any) -> State:
-    """Start a fresh state for a new invocation (the root callback calls this)."""
-    global STATE
-    STATE = State(**options)
+    """Start a fresh state for a new invocation (the root callback calls this).
+
+    The one ``STATE`` object is updated in place: command modules import it by name at
+    start-up, before the root callback has parsed ``--workspace``, ``--json`` and the rest.
+    """
+    fresh = State(**options)
+    STATE.__dict__.update(fresh.__dict__)
     _configure_logging(STATE)
     return STATE
 

@@ -307,9 +307,10 @@ def check_mindspeed_mm(ctx: Context) -> list[Check]:
                           "pretrain_sora.py, inference_sora.py, mindspeed_mm/tools/tools.json",
                           "point --mindspeed-mm at the repository root"))
     else:
-        status = OK if branch in (None, "2.3.0") else WARN
-        rows.append(Check("MindSpeed-MM checkout", status, where, "branch 2.3.0",
-                          "" if status == OK else "git -C <checkout> checkout 2.3.0"))
+        status = OK if branch == "2.3.0" else WARN
+        fix = "" if status == OK else f"git -C {root} checkout 2.3.0" if branch else \
+            "use a git checkout of branch 2.3.0, so its version can be checked"
+        rows.append(Check("MindSpeed-MM checkout", status, where, "branch 2.3.0", fix))
     rows.append(_check_megatron(root))
     return rows
 
@@ -452,7 +453,8 @@ def check_disk(ctx: Context) -> list[Check]:
 
 def _int_range(low: int, high: int) -> Callable[[str], str | None]:
     def rule(value: str) -> str | None:
-        if not re.fullmatch(r"-?\d+", value.strip()):
+        # ASCII digits only, no spaces: the Ascend runtime parses these with atoi-like code
+        if not re.fullmatch(r"[0-9]+", value):
             return f"an integer from {low} to {high}"
         return None if low <= int(value) <= high else f"an integer from {low} to {high}"
     rule.expected = f"{low}..{high}"  # type: ignore[attr-defined]

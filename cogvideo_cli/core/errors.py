@@ -31,7 +31,10 @@ class CogvxError(Exception):
     def __str__(self) -> str:
         text = self.message
         if self.value is not None and repr(self.value) not in text and str(self.value) not in text:
-            text += f" (got {self.value!r})"
+            # quote plain values; show paths and other objects as people write them
+            shown = repr(self.value) if isinstance(self.value, (str, int, float)) else \
+                str(self.value)
+            text += f" (got {shown})"
         if self.fix:
             text += f"\nFix: {self.fix}"
         return text

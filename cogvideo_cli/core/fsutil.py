@@ -18,13 +18,37 @@ from cogvideo_cli.core.errors import UsageError
 TEMP_MARK = ".cogvx-tmp-"
 
 
-def check_target(target: Path, force: bool, what: str = "output") -> None:
-    """Refuse to touch an existing target unless ``force`` is given."""
-    if target.exists() and not force:
+def _overlap(target: Path, other: Path) -> bool:
+    """Whether one of the two paths is the other or lies inside it."""
+    return target == other or target in other.parents or other in target.parents
+
+
+def check_target(target: Path, force: bool, what: str = "output",
+                 protect: tuple[Path, ...] = ()) -> None:
+    """Refuse to touch an existing target unless ``force`` is given.
+
+    Even with ``force``, a target is refused when it holds or lies inside one of the
+    ``protect`` paths (the inputs of the same command), or when replacing it would delete
+    the working folder, the home folder or the file-system root.
+    """
+    resolved = Path(target).resolve()
+    for path in protect:
+        if _overlap(resolved, Path(path).resolve()):
+            raise UsageError(
+                f"the {what} {target} overlaps the input {path}; writing it would destroy "
+                "or nest inside the input", fix="choose a target outside the input")
+    if not resolved.exists():
+        return
+    if not force:
         raise UsageError(
             f"the {what} {target} already exists",
             fix="choose another path, or pass --force to replace it",
         )
+    precious = {Path.cwd().resolve(), Path.home().resolve(), Path(resolved.anchor)}
+    if any(p == resolved or resolved in p.parents for p in precious):
+        raise UsageError(
+            f"--force would replace {resolved}, which holds the working folder, the home "
+            "folder or the root", fix="choose a dedicated target folder")
 
 
 def _umask() -> int:
@@ -51,15 +75,16 @@ def _remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: Path, force: bool = False, what: str = "output folder") -> Iterator[Path]:
+def atomic_dir(target: Path, force: bool = False, what: str = "output folder",
+               protect: tuple[Path, ...] = ()) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``target``; on success it becomes ``target``.
 
     On any exception (Ctrl-C included) the temporary folder is removed and ``target`` is
     left as it was. With ``force`` an existing target is replaced only after the new one
     is complete.
     """
-    target = Path(target)
-    check_target(target, force, what)
+    target = Path(target).absolute()
+    check_target(target, force, what, protect)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=TEMP_MARK + target.name + "-", dir=target.parent))
     _public(tmp, directory=True)

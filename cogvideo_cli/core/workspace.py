@@ -94,6 +94,39 @@ def _line_of(text: str, section: str, key: str | None) -> int | None:
     return None
 
 
+def _top_level_line(text: str, key: str) -> int | None:
+    """1-based line of a ``key = value`` written before any [section]."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            return None
+        match = re.match(r'^"?([A-Za-z0-9_.-]+)"?\s*=', stripped)
+        if match and match.group(1) == key:
+            return number
+    return None
+
+
+def _value_problem(section: str, key: str, value: Any) -> str | None:
+    """What is wrong with a well-typed value, or None: caught here, not mid-run."""
+    if key == "variant":
+        from cogvideo_cli.core.variants import VARIANTS
+
+        if value not in VARIANTS:
+            return f"unknown variant {value!r}; use one of {', '.join(VARIANTS)}"
+    elif key in ("tp", "lora_rank") and value < 1:
+        return f"{key} must be at least 1, not {value}"
+    elif key == "lora_alpha" and not value > 0:
+        return f"lora_alpha must be positive, not {value}"
+    elif key == "pp_layers" and not all(isinstance(v, int) and not isinstance(v, bool)
+                                        and v >= 1 for v in value):
+        return f"pp_layers must list stage sizes of at least 1 layer, not {value}"
+    elif (section, key) == ("workspace", "backend") and value not in ("mindspeed", "diffusers"):
+        return f"backend must be mindspeed or diffusers, not {value!r}"
+    elif (section, key) == ("weights", "format") and value not in ("sat", "diffusers"):
+        return f"format must be sat or diffusers, not {value!r}"
+    return None
+
+
 def _near(word: str, options: list[str]) -> str:
     import difflib
 
@@ -156,14 +189,15 @@ class Workspace:
     @staticmethod
     def _validate(path: Path, text: str, parsed: dict) -> dict[str, dict[str, Any]]:
         for section, values in parsed.items():
-            line = _line_of(text, section, None)
+            line = _line_of(text, section, None) or _top_level_line(text, section)
             where = f"{path}:{line}" if line else str(path)
+            if not isinstance(values, dict):
+                raise ConfigError(f"{where}: {section!r} is set outside any [section]",
+                                  fix=f"move it under one of: {', '.join(SCHEMA)}")
             if section not in SCHEMA:
                 raise ConfigError(
                     f"{where}: unknown section [{section}]",
                     fix=f"{_near(section, list(SCHEMA))}known sections: {', '.join(SCHEMA)}")
-            if not isinstance(values, dict):
-                raise ConfigError(f"{where}: {section} must be a [section] table")
             for key, value in values.items():
                 line = _line_of(text, section, key)
                 where = f"{path}:{line}" if line else str(path)
@@ -178,6 +212,10 @@ class Workspace:
                         f"{where}: [{section}] {key} must be {expected.__name__}, "
                         f"not {type(value).__name__}", value=value,
                         fix=f"edit line {line} of {path}")
+                problem = _value_problem(section, key, value)
+                if problem:
+                    raise ConfigError(f"{where}: [{section}] {problem}", value=value,
+                                      fix=f"edit line {line} of {path}")
         return {k: dict(v) for k, v in parsed.items()}
 
     def get(self, section: str, key: str, default: Any = None) -> Any:

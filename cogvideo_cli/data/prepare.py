@@ -290,6 +290,17 @@ def check_usable(report: dict) -> None:
                     fix=f"read the reasons and fixes in {report['out']}/{REPORT_FILE}")
 
 
+def _failed_output(out: Path) -> bool:
+    """Whether ``out`` is what a run with nothing usable left: report.json alone."""
+    if not out.is_dir() or [p.name for p in out.iterdir()] != [REPORT_FILE]:
+        return False
+    try:
+        report = json.loads((out / REPORT_FILE).read_text(encoding="utf-8"))
+        return report["summary"]["accepted"] == 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def prepare_data(source_path: Path, out: Path, options: PrepareOptions, *,
                  force: bool = False, workspace=None, reporter: Reporter = SILENT,
                  raise_if_unusable: bool = True) -> dict:
@@ -314,6 +325,8 @@ def prepare_data(source_path: Path, out: Path, options: PrepareOptions, *,
         DataError: nothing is usable (report.json is still written, with every reason).
     """
     out = Path(out).absolute()
+    # a folder left by a run where nothing was usable holds only its report: replace it
+    force = force or _failed_output(out)
     check_target(out, force, "output folder")  # before any minute is spent probing
     inspection = inspect_data(source_path, options, reporter)
     report = write_prepared(inspection, out, force=force, reporter=reporter)

@@ -162,6 +162,21 @@ def _table_entry(number: int, where: str, row: object, folder: Path) -> Entry:
     return entry
 
 
+def _recorded_folder(path: Path) -> Path | None:
+    """The data folder a prepare-data ``report.json`` beside ``path`` recorded, if any.
+
+    A data.jsonl that prepare-data wrote holds paths relative to the original dataset,
+    not to its own folder, so checking it again must start from there.
+    """
+    report = path.parent / "report.json"
+    try:
+        recorded = json.loads(report.read_text(encoding="utf-8"))["data_folder"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    folder = Path(recorded)
+    return folder if folder.is_dir() else None
+
+
 def _table(path: Path, data_folder: Path | None) -> Source:
     try:
         rows = _csv_rows(path) if path.suffix.lower() == ".csv" else _jsonl_rows(path)
@@ -171,7 +186,7 @@ def _table(path: Path, data_folder: Path | None) -> Source:
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} is not valid JSON: {exc}", value=path,
                         fix="repair the file") from exc
-    folder = Path(data_folder or path.parent).absolute()
+    folder = Path(data_folder or _recorded_folder(path) or path.parent).absolute()
     entries = [_table_entry(n, where, row, folder) for n, (where, row) in enumerate(rows)]
     kind = "csv" if path.suffix.lower() == ".csv" else "jsonl"
     return Source(kind, path, folder, entries)

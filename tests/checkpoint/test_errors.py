@@ -30,6 +30,24 @@ def test_truncated_pt(tmp_path):
     assert _leftovers(tmp_path) == ["cut.pt"]
 
 
+def test_empty_pt(tmp_path):
+    bad = tmp_path / "empty.pt"
+    bad.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="is empty") as err:
+        convert.sat_to_mm(bad, tmp_path / "out")
+    assert "again" in err.value.fix
+
+
+def test_force_target_holding_the_source_is_refused(tmp_path):
+    import shutil
+
+    nest = tmp_path / "nest"
+    shutil.copytree(SAT_T2V, nest / "transformer")
+    with pytest.raises(UsageError, match="overlaps the input"):
+        convert.sat_to_mm(nest / "transformer", nest, force=True)
+    assert (nest / "transformer" / "latest").exists()
+
+
 def test_folder_where_a_file_is_needed_and_the_reverse(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="holds no SAT checkpoint"):

@@ -299,3 +299,20 @@ def test_cli_table_for_people(cli):
     assert result.exit_code == 1
     assert "cogvx env-check (backend: mindspeed)" in result.stdout
     assert "torch_npu" in result.stdout and "fail" in result.stdout
+
+
+@pytest.mark.parametrize("value", ["\u0663\u0660\u0660", " 200", "200 ", "+200"])
+def test_env_integers_are_plain_ascii(tmp_path, value):
+    row = by_name(ec.check_env_vars(ctx_for(tmp_path, {"HCCL_CONNECT_TIMEOUT": value})))[
+        "$HCCL_CONNECT_TIMEOUT"]
+    assert row.status == ec.FAIL
+
+
+def test_checkout_without_git_warns(tmp_path):
+    root = fake_mindspeed_mm(tmp_path / "MM")
+    import shutil
+
+    shutil.rmtree(root / ".git")
+    row = by_name(ec.check_mindspeed_mm(ctx_for(tmp_path, mindspeed_mm=root)))[
+        "MindSpeed-MM checkout"]
+    assert row.status == ec.WARN and "branch ?" in row.found and "git checkout" in row.fix

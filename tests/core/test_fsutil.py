@@ -67,3 +67,20 @@ def test_outputs_get_normal_permissions(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
+
+
+def test_force_never_destroys_inputs_or_the_working_folder(tmp_path, monkeypatch):
+    source = tmp_path / "nest" / "source"
+    source.mkdir(parents=True)
+    (source / "w.pt").write_text("weights")
+    for target in (tmp_path / "nest", source, source / "inside"):
+        with pytest.raises(UsageError, match="overlaps the input"):
+            with atomic_dir(target, force=True, protect=(source,)):
+                pass
+    assert (source / "w.pt").read_text() == "weights"
+    monkeypatch.chdir(source)
+    for target in (source, tmp_path / "nest", __import__("pathlib").Path(".")):
+        with pytest.raises(UsageError, match="working folder"):
+            with atomic_dir(target, force=True):
+                pass
+    assert (source / "w.pt").exists()

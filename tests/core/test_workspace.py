@@ -70,3 +70,17 @@ def test_corrupt_workspace_through_cli(cli, tmp_path):
     assert result.exit_code == 1
     assert "unknown key 'bogus' in [data]" in result.stderr
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("body,needle", [
+    ('[checkpoint]\ntp = -3\n', "cogvx.toml:2: [checkpoint] tp must be at least 1"),
+    ('[checkpoint]\npp_layers = [0, 42]\n', "cogvx.toml:2: [checkpoint] pp_layers must list"),
+    ('[data]\n\nvariant = "t2v-9"\n', "cogvx.toml:3: [data] unknown variant 't2v-9'"),
+    ('[workspace]\nbackend = "cuda"\n', "backend must be mindspeed or diffusers"),
+    ('foo = 1\n[data]\n', "cogvx.toml:1: 'foo' is set outside any [section]"),
+])
+def test_values_are_validated_with_line(tmp_path, body, needle):
+    (tmp_path / FILENAME).write_text(body)
+    with pytest.raises(ConfigError) as err:
+        Workspace.load(tmp_path)
+    assert needle in str(err.value)

@@ -181,3 +181,23 @@ def test_disney_source_end_to_end(tmp_path, media):
     report = prepare_data(root, tmp_path / "o", options())
     assert [v["accepted"] for v in report["videos"]] == [True, False]
     assert report["videos"][1]["reasons"][0]["code"] == "video_missing"
+
+
+def test_failed_output_is_replaced_by_the_next_run(tmp_path, broken_videos, media):
+    root = tmp_path / "bad"
+    root.mkdir()
+    shutil.copy(broken_videos["text"], root / "a.mp4")
+    (root / "a.txt").write_text("caption", encoding="utf-8")
+    with pytest.raises(DataError):
+        prepare_data(root, tmp_path / "o", options())
+    # the user repairs the video and runs the same command again: no --force needed
+    shutil.copy(media / "horse.mp4", root / "a.mp4")
+    report = prepare_data(root, tmp_path / "o", options())
+    assert report["summary"]["accepted"] == 1 and (tmp_path / "o" / "data.jsonl").exists()
+
+
+def test_own_data_jsonl_checks_again_from_its_recorded_folder(real_dataset, tmp_path):
+    first = prepare_data(real_dataset, tmp_path / "a", options())
+    again = prepare_data(tmp_path / "a" / "data.jsonl", tmp_path / "b", options())
+    assert again["summary"]["accepted"] == first["summary"]["accepted"] == 4
+    assert again["data_folder"] == str(real_dataset.absolute())

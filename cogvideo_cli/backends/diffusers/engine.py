@@ -504,28 +504,25 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 # --- merging a LoRA ------------------------------------------------------------------------
 
 def merge_lora(*, model: Path, lora: Path, out: Path, scale: float = 1.0,
-               force: bool = False) -> dict[str, Any]:
+               force: bool = False, rank: int | None = None,
+               alpha: float | None = None) -> dict[str, Any]:
     """Fuse a diffusers LoRA into the transformer and save it as a transformer folder.
 
+    The merge is :func:`cogvideo_cli.checkpoint.lora.merge_hf` (W += scale * alpha / r *
+    B @ A in float32, shard by shard), with rank and alpha from the run's ``lora.json``.
     The result loads as ``plan_infer(transformer=out)``; it gives the same videos as the
     LoRA applied on the fly, up to float rounding.
     """
+    from cogvideo_cli.checkpoint.lora import merge_hf
+
     facts = model_facts(model)
     if not (Path(lora) / "pytorch_lora_weights.safetensors").is_file():
         raise CheckError(f"{lora} holds no pytorch_lora_weights.safetensors",
                          value=str(lora), fix="pass the lora/ folder of a diffusers LoRA run")
     check_target(Path(out), force, "merged transformer folder")
-    from diffusers import DiffusionPipeline
-
-    pipe = DiffusionPipeline.from_pretrained(str(model))
-    pipe.load_lora_weights(str(lora), adapter_name="cogvx")
-    pipe.fuse_lora(lora_scale=scale, adapter_names=["cogvx"])
-    pipe.unload_lora_weights()
-    with atomic_dir(Path(out), force=force, what="merged transformer folder") as tmp:
-        pipe.transformer.save_pretrained(str(tmp), safe_serialization=True)
-        record = {"base_model": str(Path(model).absolute()),
-                  "lora": str(Path(lora).absolute()), "scale": scale,
-                  "variant": facts["variant"], "random_weights": bool(facts["tiny"])}
-        (tmp / "merge.json").write_text(json.dumps(record, indent=2) + "\n",
-                                        encoding="utf-8")
-    return {**record, "path": str(Path(out).absolute())}
+    record = {"base_model": str(Path(model).absolute()),
+              "lora": str(Path(lora).absolute()), "scale": scale,
+              "variant": facts["variant"], "random_weights": bool(facts["tiny"])}
+    report = merge_hf(Path(model) / "transformer", Path(lora), Path(out), rank=rank,
+                      alpha=alpha, scale=scale, force=force, extra=record)
+    return {**report, **record, "path": str(Path(out).absolute())}
