@@ -1,4 +1,4 @@
-"""``cogvx infer``: sample videos from a checkpoint with MindSpeed-MM's inference_sora.py."""
+"""``cogvx infer``: sample videos with MindSpeed-MM's inference_sora.py or diffusers."""
 
 from __future__ import annotations
 
@@ -19,16 +19,19 @@ Steps = Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (p
 Guidance = Annotated[Optional[float], typer.Option(
     "--guidance", help="Classifier-free guidance scale (preset 6.0, always dynamic).")]
 Fps = Annotated[Optional[int], typer.Option("--fps", help="Frames per second of the mp4.")]
+LoraPath = Annotated[Optional[Path], typer.Option(
+    "--lora", help="diffusers: a LoRA folder (lora/ of a run) applied on the fly.")]
 Out = Annotated[Optional[Path], typer.Option(
     "--out", help="Folder for the videos (default: RUN_DIR/samples).")]
 
 
 def infer(
-    variant: o.Variant = None, backend: o.Backend = "mindspeed",
+    variant: o.Variant = None, backend: o.Backend = None,
     prompts: Prompts = None, images: Images = None, load: o.Load = None,
     steps: Steps = None, guidance: Guidance = None, frames: o.Frames = None,
     height: o.Height = None, width: o.Width = None, fps: Fps = None, seed: o.Seed = None,
-    out: Out = None, vae: o.Vae = None, t5: o.T5 = None, tokenizer: o.Tokenizer = None,
+    out: Out = None, lora_path: LoraPath = None, vae: o.Vae = None, t5: o.T5 = None,
+    tokenizer: o.Tokenizer = None,
     mindspeed: o.MindSpeed = None, nproc_per_node: o.Nproc = None,
     master_port: o.MasterPort = None, python: o.Python = None, env: o.Env = None,
     overrides: o.Set = None, run_dir: o.RunDir = None, force: o.Force = False,

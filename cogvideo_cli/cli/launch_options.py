@@ -22,8 +22,9 @@ _D = "Paths (default: from the workspace)"
 _N = "Processes"
 _R = "Run"
 
-Backend = Annotated[str, typer.Option("--backend", help="mindspeed or diffusers.",
-                                      rich_help_panel=_R)]
+Backend = Annotated[Optional[str], typer.Option(
+    "--backend", help="mindspeed or diffusers (default: MindSpeed-MM when torch_npu and a "
+    "checkout are present, else diffusers).", rich_help_panel=_R)]
 Variant = Annotated[Optional[str], typer.Option(
     "--variant", help="t2v-1.0, i2v-1.0, t2v-1.5 or i2v-1.5 (default: the workspace's).",
     rich_help_panel=_R)]
@@ -66,6 +67,9 @@ Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed.",
                                              rich_help_panel=_B)]
 SaveInterval = Annotated[Optional[int], typer.Option(
     "--save-interval", help="Save every N iterations (and at the end).", rich_help_panel=_B)]
+Resume = Annotated[Optional[Path], typer.Option(
+    "--resume", help="diffusers: continue from a checkpoints/step-N folder or a run "
+    "directory's newest one.", rich_help_panel=_B)]
 Frames = Annotated[Optional[int], typer.Option("--frames", help="Frames per clip (4k+1).",
                                                rich_help_panel=_C)]
 Height = Annotated[Optional[int], typer.Option("--height", help="Height (multiple of 16).",
@@ -179,7 +183,9 @@ def summary_line(plan) -> str:
     s, run = plan.settings, plan.torchrun
     where = (f"{run.world_size} processes ({run.nnodes} node(s) x {run.nproc_per_node}), "
              f"node rank {run.node_rank}")
-    if plan.kind in ("train", "lora"):
+    if plan.kind in ("train", "lora") and plan.backend == "diffusers":
+        where += f"; DDP {s['dp']}, MBS {s['mbs']}, GBS {s['gbs']}, {s['iters']} steps"
+    elif plan.kind in ("train", "lora"):
         pp = len(s["pp_layers"]) or 1
         where += (f"; TP {s['tp']}, PP {pp}, CP {s['cp']}, DP {s['dp']}, "
                   f"MBS {s['mbs']}, GBS {s['gbs']}")
@@ -199,6 +205,8 @@ def execute(settings, force: bool, dry_run: bool) -> None:
         info["launch_sh"] = launch_script(plan)
         emit(info, show_dry_run)
         return
+    if plan.backend_reason:
+        STATE.hint(f"backend {plan.backend}: {plan.backend_reason}")
     STATE.hint(info["summary"])
     for rank, command in info["other_nodes"].items():
         STATE.hint(f"start node {rank} with: {command}")

@@ -47,10 +47,16 @@ def _recorded(lora: Path | None):
     return lora, None
 
 
-def _base(base: Path | None) -> Path:
+def _base(base: Path | None, lora: Path) -> Path:
     if base is not None:
         return base
-    found = STATE.load_workspace().path_value("checkpoint", "path")
+    ws = STATE.load_workspace()
+    saved, trained_on = ws.path_value("runs", "lora_save"), ws.path_value("runs", "lora_base")
+    # the workspace's last LoRA run knows its own base (a diffusers LoRA's is no MM checkpoint)
+    if saved is not None and trained_on is not None and \
+            Path(lora).resolve() == saved.resolve():
+        return trained_on
+    found = ws.path_value("checkpoint", "path")
     if found is None:
         raise UsageError("no --base given, and the workspace records no checkpoint",
                          fix="pass --base PATH (the checkpoint the LoRA was trained on)")
@@ -97,8 +103,8 @@ def merge_lora(base: Base = None, lora: Lora = None, target: Target = None,
     """Merge a LoRA into its base: W += scale * alpha / r * B @ A, shard by shard."""
     from cogvideo_cli.checkpoint import lora as engine
 
-    base_path = _base(base)
     lora_path, record = _recorded(lora)
+    base_path = _base(base, lora_path)
     out = target or STATE.load_workspace().root / "checkpoints" / f"{base_path.name}-merged"
     result = engine.merge_lora(base_path, lora_path, out, rank=lora_rank, alpha=lora_alpha,
                                scale=scale, record=record, force=force, dry_run=dry_run,

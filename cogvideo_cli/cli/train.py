@@ -25,12 +25,13 @@ def _settings(kind: str, values: dict):
     pp_layers = o.int_list(values.pop("pp_layers", None), "--pp-layers")
     targets = o.word_list(values.pop("lora_target_modules", None))
     fields = dict(values)
+    fields["backend"] = values["backend"] or "auto"
     fields.update(
         kind=kind, variant=o.default_variant(values["variant"], workspace),
         pp_layers=pp_layers, features=_s(features), env=parse_env(values["env"] or []),
         overrides=list(values["overrides"] or []))
     for key in ("load", "save", "data_path", "data_folder", "vae", "t5", "tokenizer",
-                "mindspeed", "run_dir", "out"):
+                "mindspeed", "run_dir", "out", "resume", "lora_path"):
         if key in fields:
             fields[key] = _s(fields[key])
     if targets:
@@ -43,13 +44,13 @@ def _s(value) -> str | None:
 
 
 def train(
-    variant: o.Variant = None, backend: o.Backend = "mindspeed",
+    variant: o.Variant = None, backend: o.Backend = None,
     tp: o.TP = None, pp: o.PP = None, pp_layers: o.PPLayers = None, cp: o.CP = 1,
     sp: o.SP = None, vae_cp: o.VaeCP = 1, encoder_dp: o.EncoderDP = None,
     layerzero: o.LayerZero = False, zero3_size: o.Zero3 = None,
     mbs: o.MBS = 1, gbs: o.GBS = None, grad_acc: o.GradAcc = None, iters: o.Iters = None,
     lr: o.LR = None, min_lr: o.MinLR = None, seed: o.Seed = None,
-    save_interval: o.SaveInterval = None,
+    save_interval: o.SaveInterval = None, resume: o.Resume = None,
     frames: o.Frames = None, height: o.Height = None, width: o.Width = None,
     load: o.Load = None, save: o.Save = None, data_path: o.Data = None,
     data_folder: o.DataFolder = None, features: o.Features = None,
@@ -61,7 +62,7 @@ def train(
     env: o.Env = None, overrides: o.Set = None, run_dir: o.RunDir = None,
     force: o.Force = False, dry_run: o.DryRun = False,
 ) -> None:
-    """Train a CogVideoX transformer with MindSpeed-MM: render, check, launch torchrun."""
+    """Train a CogVideoX transformer (MindSpeed-MM or diffusers): check, launch torchrun."""
     values = dict(locals())
     force, dry_run = values.pop("force"), values.pop("dry_run")
     o.execute(_settings("train", values), force, dry_run)
@@ -75,14 +76,14 @@ LoraTargets = Annotated[Optional[list[str]], typer.Option(
 
 
 def lora(
-    variant: o.Variant = None, backend: o.Backend = "mindspeed",
+    variant: o.Variant = None, backend: o.Backend = None,
     lora_r: LoraR = 128, lora_alpha: LoraAlpha = 64.0, lora_dropout: LoraDropout = 0.0,
     lora_target_modules: LoraTargets = None,
     tp: o.TP = None, pp: o.PP = None, pp_layers: o.PPLayers = None, cp: o.CP = 1,
     sp: o.SP = None, vae_cp: o.VaeCP = 1, encoder_dp: o.EncoderDP = None,
     mbs: o.MBS = 1, gbs: o.GBS = None, grad_acc: o.GradAcc = None, iters: o.Iters = None,
     lr: o.LR = None, min_lr: o.MinLR = None, seed: o.Seed = None,
-    save_interval: o.SaveInterval = None,
+    save_interval: o.SaveInterval = None, resume: o.Resume = None,
     frames: o.Frames = None, height: o.Height = None, width: o.Width = None,
     load: o.Load = None, save: o.Save = None, data_path: o.Data = None,
     data_folder: o.DataFolder = None, features: o.Features = None,
@@ -94,14 +95,14 @@ def lora(
     env: o.Env = None, overrides: o.Set = None, run_dir: o.RunDir = None,
     force: o.Force = False, dry_run: o.DryRun = False,
 ) -> None:
-    """Fine-tune with LoRA on MindSpeed-MM; records rank and alpha for merge-lora."""
+    """Fine-tune with LoRA (MindSpeed-MM or diffusers); records rank and alpha for merge-lora."""
     values = dict(locals())
     force, dry_run = values.pop("force"), values.pop("dry_run")
     o.execute(_settings("lora", values), force, dry_run)
 
 
 def extract_features(
-    variant: o.Variant = None, backend: o.Backend = "mindspeed",
+    variant: o.Variant = None, backend: o.Backend = None,
     data_path: o.Data = None, data_folder: o.DataFolder = None,
     out: Annotated[Optional[str], typer.Option(
         "--out", help="Feature folder (default: WORKSPACE/features).")] = None,

@@ -27,7 +27,7 @@ class RunSettings:
     """Everything one run was asked for; ``None`` means "take the default"."""
 
     kind: str = "train"  # train, lora, infer or extract
-    backend: str = "mindspeed"
+    backend: str = "mindspeed"  # mindspeed, diffusers, or auto (chosen at planning)
     variant: str = "t2v-1.0"
     # parallel layout
     tp: int | None = None
@@ -48,6 +48,7 @@ class RunSettings:
     min_lr: float | None = None
     seed: int | None = None
     save_interval: int | None = None
+    resume: str | None = None  # diffusers: a checkpoint or run directory to continue
     # clip
     frames: int | None = None
     height: int | None = None
@@ -83,6 +84,7 @@ class RunSettings:
     guidance: float | None = None
     fps: int | None = None
     out: str | None = None
+    lora_path: str | None = None  # diffusers: a LoRA applied on the fly
     # free-form
     env: dict[str, str] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)

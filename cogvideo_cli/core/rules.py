@@ -72,6 +72,7 @@ class Facts:
     env: dict[str, str] = field(default_factory=dict)
     lr: float | None = None
     min_lr: float | None = None
+    backend: str = "mindspeed"
 
     @property
     def world(self) -> int:
@@ -245,6 +246,8 @@ def rule_overlap_param_gather(f: Facts) -> Problem | None:
 
 def rule_ckpt_format(f: Facts) -> Problem | None:
     """Training must save ``--ckpt-format torch``; mm-convert cannot read torch_dist."""
+    if f.backend != "mindspeed":
+        return None
     if f.training and f.args.get("ckpt-format") != "torch":
         return Problem("checkpoints must be saved with --ckpt-format torch (Megatron's "
                        "default torch_dist cannot be converted or merged)",
@@ -574,10 +577,11 @@ def problems(facts: Facts) -> tuple[list[Problem], list[Problem]]:
     """Run every rule; returns (usage problems, file problems).
 
     File rules run only when the options are consistent: a checkpoint cannot match a
-    layout that is itself wrong.
+    layout that is itself wrong. They describe MindSpeed-MM's inputs; the diffusers
+    backend's engine checks its own files while it plans.
     """
     usage = [p for p in (rule(facts) for rule in USAGE_RULES) if p is not None]
-    if usage:
+    if usage or facts.backend != "mindspeed":
         return usage, []
     return [], [p for p in (rule(facts) for rule in FILE_RULES) if p is not None]
 

@@ -64,6 +64,7 @@ SCHEMA: dict[str, dict[str, tuple[type, str]]] = {
         "last_train": (str, "run directory of the last train"),
         "last_lora": (str, "run directory of the last lora run"),
         "lora_save": (str, "where the last lora run saved its checkpoints"),
+        "lora_base": (str, "the model the last lora run trained (merge-lora's --base)"),
         "lora_rank": (int, "LoRA rank of the last lora run"),
         "lora_alpha": (float, "LoRA alpha of the last lora run"),
         "last_infer": (str, "run directory of the last inference"),

@@ -56,6 +56,9 @@ class LaunchPlan:
         outputs: what the run produces, name -> path.
         global_batch: samples per optimizer step (for samples per second).
         notes: derived values worth telling the user.
+        module: ``entry`` is a module name run with ``-m`` (a package's worker), not a
+            script path.
+        backend_reason: why the backend was chosen, when cogvx chose it.
     """
 
     kind: str
@@ -72,6 +75,12 @@ class LaunchPlan:
     outputs: dict[str, str] = field(default_factory=dict)
     global_batch: int = 1
     notes: list[str] = field(default_factory=list)
+    module: bool = False
+    backend_reason: str | None = None
+
+    def entry_argv(self) -> list[str]:
+        """What follows torchrun's options: the script, or ``-m`` and the module."""
+        return ["-m", self.entry] if self.module else [self.entry]
 
     def arg_list(self) -> list[str]:
         """The entry script's flags as an argument list."""
@@ -79,7 +88,7 @@ class LaunchPlan:
 
     def argv(self, node_rank: int | None = None) -> list[str]:
         """The full command: torchrun, its options, the entry script and its flags."""
-        return self.torchrun.argv(node_rank) + [self.entry] + self.arg_list()
+        return self.torchrun.argv(node_rank) + self.entry_argv() + self.arg_list()
 
     @property
     def log_path(self) -> Path:

@@ -22,10 +22,20 @@ from cogvideo_cli.launch.watch import LogWatcher
 
 
 def prepare_run(settings: RunSettings, workspace: Workspace) -> LaunchPlan:
-    """Plan a run with its backend and check every rule; raises on the first bad plan."""
-    from cogvideo_cli.backends import get_backend
+    """Plan a run with its backend and check every rule; raises on the first bad plan.
 
+    A backend of ``auto`` is chosen here (:func:`~cogvideo_cli.backends.choose_backend`);
+    the plan's ``backend_reason`` then says which one and why.
+    """
+    from cogvideo_cli.backends import choose_backend, get_backend
+
+    reason = None
+    if settings.backend == "auto":
+        settings.backend, reason = choose_backend(settings, workspace)
     plan, facts = get_backend(settings.backend).plan_run(settings, workspace)
+    if reason is not None:
+        plan.backend_reason = reason
+        plan.notes.insert(0, f"backend {plan.backend}: {reason}")
     rules.check(facts)
     return plan
 
@@ -38,7 +48,7 @@ def describe(plan: LaunchPlan) -> dict[str, Any]:
         "run_dir": str(plan.run_dir), "cwd": str(plan.root), "argv": plan.argv(),
         "env": plan.env, "world_size": run.world_size, "global_batch": plan.global_batch,
         "files": sorted(record_files(plan)), "configs": plan.files,
-        "outputs": plan.outputs, "notes": plan.notes,
+        "outputs": plan.outputs, "notes": plan.notes, "backend_reason": plan.backend_reason,
         "other_nodes": {str(rank): other_node_command(plan, rank)
                         for rank in range(run.nnodes) if rank != run.node_rank},
     }
@@ -53,9 +63,11 @@ def record_run(plan: LaunchPlan, workspace: Workspace) -> None:
     """Remember the run in the workspace so later commands can chain on it."""
     values: dict[str, Any] = {"last": str(plan.run_dir), f"last_{plan.kind}": str(plan.run_dir)}
     if plan.kind == "lora":
-        values.update(lora_save=plan.outputs.get("checkpoints"),
+        # diffusers saves the LoRA apart from its resumable training states
+        values.update(lora_save=plan.outputs.get("lora") or plan.outputs.get("checkpoints"),
                       lora_rank=int(plan.settings.get("lora_r", 0)),
-                      lora_alpha=float(plan.settings.get("lora_alpha", 0)))
+                      lora_alpha=float(plan.settings.get("lora_alpha", 0)),
+                      lora_base=_lora_base(plan))
     if plan.kind == "extract":
         workspace.record("data", features=plan.outputs["features"])
     values = {k: v for k, v in values.items() if k in _RUN_KEYS}
@@ -63,7 +75,15 @@ def record_run(plan: LaunchPlan, workspace: Workspace) -> None:
 
 
 _RUN_KEYS = ("last", "last_train", "last_lora", "last_infer", "lora_save", "lora_rank",
-             "lora_alpha")
+             "lora_alpha", "lora_base")
+
+
+def _lora_base(plan: LaunchPlan) -> str | None:
+    """The weights a LoRA run trained on: merge-lora's default base for that LoRA."""
+    base = plan.settings.get("lora_base")
+    if base is None:
+        base = (plan.settings.get("resolved_paths") or {}).get("load")
+    return base or None
 
 
 def start_run(plan: LaunchPlan, workspace: Workspace, *, force: bool = False,
@@ -72,11 +92,16 @@ def start_run(plan: LaunchPlan, workspace: Workspace, *, force: bool = False,
     write_run(plan, force=force)
     record_run(plan, workspace)
     result = run_supervised(plan.argv(), cwd=plan.root, env=plan.env,
-                            log_path=plan.log_path, watcher=LogWatcher(),
+                            log_path=plan.log_path, watcher=_watcher(plan),
                             on_line=on_line, global_batch=plan.global_batch)
     if result.exit_code != 0:
         raise _failure(result)
     return result
+
+
+def _watcher(plan: LaunchPlan) -> LogWatcher:
+    """Megatron's silent-failure lines mean nothing in the diffusers workers' output."""
+    return LogWatcher() if plan.backend == "mindspeed" else LogWatcher(rules=())
 
 
 def _failure(result: RunResult) -> LaunchError:

@@ -42,7 +42,7 @@ def launch_script(plan: LaunchPlan) -> str:
     lines.append(f"cd {q(str(plan.root))} || exit 1")
     torchrun = [q(part) for part in run.argv()]
     torchrun[torchrun.index("--node_rank") + 1] = '"$NODE_RANK"'
-    command = torchrun + [q(plan.entry)] + [q(arg) for arg in plan.arg_list()]
+    command = torchrun + [q(part) for part in plan.entry_argv() + plan.arg_list()]
     lines.append(_wrap(command) + ' 2>&1 | tee -a "$LOG"')
     lines.append("exit ${PIPESTATUS[0]}")
     return "\n".join(lines) + "\n"

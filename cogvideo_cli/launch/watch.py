@@ -41,6 +41,8 @@ SILENT_FAILURES: tuple[WatchRule, ...] = (
 )
 
 _STEP = re.compile(r"elapsed time per iteration \(ms\):\s*([0-9.]+)")
+# the diffusers workers' step line: "step 3/10 loss 0.52 lr 1.000e-04 step_time 0.412s ..."
+_STEP_S = re.compile(r"\bstep \d+/\d+ loss \S+ .*\bstep_time ([0-9.]+)s")
 # torchrun's failure summary: "rank      : 1 (local_rank: 1)" then "exitcode  : 3 (pid: ..)"
 _RANK = re.compile(r"^\s*rank\s*:\s*(\d+)")
 _EXITCODE = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
@@ -63,6 +65,9 @@ class LogWatcher:
         step = _STEP.search(line)
         if step:
             self.step_times_ms.append(float(step.group(1)))
+        seconds = None if step else _STEP_S.search(line)
+        if seconds:
+            self.step_times_ms.append(float(seconds.group(1)) * 1000.0)
         self._failure_summary(line)
         if self.hit is not None:
             return None

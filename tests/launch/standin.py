@@ -281,7 +281,8 @@ class Tree:
         self.ckpt = make_checkpoint(root / "ckpt", variant=variant, tp=tp)
 
     def options(self, *, load: bool = True) -> list[str]:
-        opts = ["--variant", self.variant, "--mindspeed-mm", str(self.mm),
+        # explicit: without torch_npu cogvx would choose the diffusers backend
+        opts = ["--variant", self.variant, "--backend", "mindspeed", "--mindspeed-mm", str(self.mm),
                 "--vae", str(self.weights["vae"]), "--t5", str(self.weights["t5"]),
                 "--tokenizer", str(self.weights["tokenizer"]), "--python", sys.executable]
         if load:

@@ -15,7 +15,8 @@ from cogvideo_cli.launch.run import prepare_run, record_run
 
 def test_extract_then_train_from_features(tree, tmp_path):
     code, out, err = _finish(_cogvx(
-        tmp_path, "extract-features", "--variant", "t2v-1.0", "--mindspeed-mm", tree.mm,
+        tmp_path, "extract-features", "--variant", "t2v-1.0", "--backend", "mindspeed",
+        "--mindspeed-mm", tree.mm,
         "--vae", tree.weights["vae"], "--t5", tree.weights["t5"], "--tokenizer",
         tree.weights["tokenizer"], "--data", tree.data, "--nproc-per-node", 2,
         "--master-port", free_port(), "--python", sys.executable,
@@ -26,7 +27,8 @@ def test_extract_then_train_from_features(tree, tmp_path):
     assert f'features = "{features}"' in (tmp_path / "cogvx.toml").read_text()
 
     code, out, err = _finish(_cogvx(
-        tmp_path, "--json", "train", "--variant", "t2v-1.0", "--mindspeed-mm", tree.mm,
+        tmp_path, "--json", "train", "--variant", "t2v-1.0", "--backend", "mindspeed",
+        "--mindspeed-mm", tree.mm,
         "--load", tree.ckpt, "--use-features", "--tp", 1, "--nproc-per-node", 2,
         "--dry-run"))
     assert code == 0, err

@@ -106,6 +106,7 @@ def _str(path: Path | None) -> str:
 
 def plan_run(s: RunSettings, ws: Workspace) -> tuple[LaunchPlan, Facts]:
     """Resolve, render and describe one run of kind train, lora, infer or extract."""
+    _refuse_diffusers_only(s)
     variant = get_variant(s.variant)
     if s.kind in ("train", "lora"):
         return _plan_train(s, ws, variant)
@@ -114,6 +115,18 @@ def plan_run(s: RunSettings, ws: Workspace) -> tuple[LaunchPlan, Facts]:
     if s.kind == "extract":
         return _plan_extract(s, ws, variant)
     raise UsageError(f"unknown run kind {s.kind!r}", fix="use train, lora, infer or extract")
+
+
+def _refuse_diffusers_only(s: RunSettings) -> None:
+    """Options only the diffusers backend has: say what MindSpeed-MM does instead."""
+    if s.resume:
+        raise UsageError("--resume is for the diffusers backend; MindSpeed-MM continues from "
+                         "the newest iteration of the checkpoint it loads", value=s.resume,
+                         fix="pass the run's checkpoints folder as --load instead")
+    if s.lora_path:
+        raise UsageError("--lora is for the diffusers backend; MindSpeed-MM samples from a "
+                         "merged checkpoint", value=s.lora_path,
+                         fix="merge it with `cogvx merge-lora`, then pass the result to --load")
 
 
 # --- training -----------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The end-to-end demo: every stage of cogvx on a tiny model, on any machine."""
