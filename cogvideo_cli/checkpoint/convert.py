@@ -16,7 +16,14 @@ from pathlib import Path
 
 from cogvideo_cli import __version__
 from cogvideo_cli.checkpoint import detect
-from cogvideo_cli.checkpoint.layout import SIDECAR_KIND, Layout, read_sidecar, sidecar_path
+from cogvideo_cli.checkpoint.formats import require_format
+from cogvideo_cli.checkpoint.layout import (
+    SIDECAR_KIND,
+    Layout,
+    layout_suffix,
+    read_sidecar,
+    sidecar_path,
+)
 from cogvideo_cli.checkpoint.mapping import UNUSED_BY_MM
 from cogvideo_cli.checkpoint.source import Source
 from cogvideo_cli.core.errors import CheckpointError, UsageError
@@ -189,8 +196,8 @@ def default_target(root: Path, variant: Variant, layout: Layout | None = None) -
     """``ROOT/checkpoints/<variant>-mm-tp2-pp10-11-11-10`` (or ``<variant>-hf``)."""
     if layout is None:
         return Path(root) / "checkpoints" / f"{variant.name}-hf"
-    pp = "-pp" + "-".join(map(str, layout.pp_layers)) if layout.pp_layers else ""
-    return Path(root) / "checkpoints" / f"{variant.name}-mm-tp{layout.tp}{pp}"
+    name = f"{variant.name}-mm{layout_suffix(layout.tp, layout.pp_layers)}"
+    return Path(root) / "checkpoints" / name
 
 
 def convert_to_mm(fmt: str, source_path: Path, target: Path | None, *,
@@ -204,6 +211,7 @@ def convert_to_mm(fmt: str, source_path: Path, target: Path | None, *,
     ``source_options`` go to the reader (see :func:`open_source`).
     """
     torch_dtype = parse_dtype(dtype)
+    require_format(source_path, fmt)
     source = open_source(fmt, source_path, trust=trust, options=source_options)
     try:
         found = resolve(source, variant)
@@ -275,6 +283,7 @@ def mm_to_hf(source_path: Path, target: Path | None, *, variant: str | None = No
     from cogvideo_cli.checkpoint import diffusers as hf
 
     torch_dtype = parse_dtype(dtype)
+    require_format(source_path, "mm", "mm-to-hf")
     source = open_source("mm", source_path, trust=trust)
     try:
         found = resolve(source, variant)

@@ -37,11 +37,17 @@ def find_hf_dir(path: Path) -> Path:
         raise UsageError(f"{path} is a file, but a diffusers transformer folder is needed",
                          value=str(path), fix=f"pass --source {path.parent}")
     mixed = [p for p in _REPO_PARTS if (path / p).is_dir()]
+    inner = path / "transformer"
     if (path / "model_index.json").exists() or mixed:
         raise UsageError(
             f"{path} is a diffusers repository root (it has {', '.join(mixed) or 'a pipeline'}); "
             "its T5 and VAE shards would be mixed into the transformer", value=str(path),
-            fix=f"pass --source {path / 'transformer'}")
+            fix=f"pass --source {inner}" if inner.is_dir() else
+            "this download has no transformer/ folder: fetch it with cogvx download "
+            "--components transformer, then pass that folder")
+    if not any(path.glob("*.safetensors")) and inner.is_dir():
+        raise UsageError(f"{path} holds no weights itself; they are in its transformer/ folder",
+                         value=str(path), fix=f"pass --source {inner}")
     if not any(path.glob("*.safetensors")):
         if any(path.glob("*.bin")):
             raise NotSupportedError(f"{path} holds .bin weights; cogvx reads safetensors only",

@@ -6,33 +6,41 @@ from collections import Counter
 from pathlib import Path
 
 from cogvideo_cli.checkpoint import detect
-from cogvideo_cli.checkpoint.layout import MISSPELLED_TRACKERS, TRACKER, read_sidecar
+from cogvideo_cli.checkpoint.formats import sniff
+from cogvideo_cli.checkpoint.layout import read_sidecar
 from cogvideo_cli.checkpoint.source import Source
 from cogvideo_cli.core.errors import CheckpointError, CogvxError
 
 
-def detect_format(path: Path) -> str:
-    """``mm``, ``diffusers`` or ``sat`` from what is on disk (no tensor is read)."""
+def locate(path: Path) -> tuple[str, Path]:
+    """(``mm``, ``diffusers``, ``sat`` or ``layerzero``, the path to open) of a checkpoint.
+
+    The path to open is ``path``, or what it leads to: a download root's ``transformer/``
+    folder, a rank file's checkpoint folder (see :func:`formats.sniff`).
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist", fix="check the path")
+    found = sniff(path)
+    if found is not None:
+        return found
     if path.is_file():
-        return "sat"  # a single .pt: SAT, or one MM rank file (refused with a fix)
-    names = {p.name for p in path.iterdir()}
-    if TRACKER in names or names & set(MISSPELLED_TRACKERS) or "release" in names \
-            or any(n.startswith("iter_") for n in names):
-        return "mm"
-    if "latest" in names or "mp_rank_00_model_states.pt" in names:
-        return "sat"
-    if any(n.endswith(".safetensors") for n in names) or "model_index.json" in names \
-            or "transformer" in names:
-        return "diffusers"
-    if any(n.startswith("transformer_") for n in names):
-        return "sat"
+        return "sat", path  # a single .pt of another name: SAT, or refused with a fix
     raise CheckpointError(f"{path} is not a checkpoint cogvx knows (SAT, diffusers or "
                           "MindSpeed-MM)", value=str(path),
                           fix="pass a SAT .pt or transformer/ folder, a diffusers transformer/ "
                               "folder or a MindSpeed-MM checkpoint folder")
+
+
+def detect_format(path: Path) -> str:
+    """``mm``, ``diffusers``, ``sat`` or ``layerzero`` from what is on disk (no tensor read)."""
+    return locate(path)[0]
+
+
+def _stored(source: Source) -> int:
+    """Tensors in all rank files of an MM checkpoint (replicated ones counted per rank)."""
+    return sum(1 for model in source.models.values() for key, value in model.items()
+               if hasattr(value, "shape") and not key.endswith("._extra_state"))
 
 
 def _disk_bytes(path: Path) -> int:
@@ -52,11 +60,11 @@ def inspect_checkpoint(path: Path, *, trust: bool = False) -> dict:
     from cogvideo_cli.checkpoint.convert import open_source
 
     path = Path(path)
-    fmt = detect_format(path)
-    source = open_source(fmt, path, trust=trust)
+    fmt, where = locate(path)
+    source = open_source(fmt, where, trust=trust)
     try:
         report = {"path": str(path), "format": fmt, "file": str(source.path),
-                  "bytes_on_disk": _disk_bytes(path), "tensor_bytes": source.nbytes,
+                  "bytes_on_disk": _disk_bytes(where), "tensor_bytes": source.nbytes,
                   "tensors": len(source.tensors), "dtypes": source.dtypes(),
                   "dropped": len(source.dropped), "groups": _groups(source)}
         try:
@@ -72,7 +80,9 @@ def inspect_checkpoint(path: Path, *, trust: bool = False) -> dict:
         if fmt == "mm":
             layout = source.layout
             report.update(tp=layout.tp, pp_layers=layout.pp_layers,
-                          iteration=layout.iteration, sidecar=read_sidecar(path) is not None,
+                          iteration=layout.iteration, rank_files=len(source.models),
+                          stored_tensors=_stored(source),
+                          sidecar=read_sidecar(where) is not None,
                           unknown=source.unknown[:10])
         return report
     finally:

@@ -26,6 +26,7 @@ RANK_FILE = "model_optim_rng.pt"
 SIDECAR_SUFFIX = ".cogvx.json"
 SIDECAR_KIND = "cogvx-mm-checkpoint"
 _RANK_DIR = re.compile(r"^mp_rank_(\d{2})(?:_(\d{3}))?$")
+_LAYOUT_SUFFIX = re.compile(r"(?:-tp\d+)?(?:-pp\d+(?:-\d+)*)?$")
 
 
 @dataclass
@@ -59,6 +60,18 @@ class Layout:
     def describe(self) -> str:
         pp = " ".join(map(str, self.pp_layers)) if len(self.pp_layers) > 1 else "none"
         return f"TP {self.tp}, PP stages {pp}"
+
+
+def layout_suffix(tp: int, pp_layers: list[int] | None = None) -> str:
+    """``-tp2`` or ``-tp2-pp10-11-11-10``: the layout part of cogvx's checkpoint names."""
+    stages = list(pp_layers or [])
+    return f"-tp{tp}" + ("-pp" + "-".join(map(str, stages)) if len(stages) > 1 else "")
+
+
+def relayout_name(name: str, tp: int, pp_layers: list[int] | None = None) -> str:
+    """``name`` with its layout suffix replaced: ``t2v-mm-tp2-pp21-21`` -> ``t2v-mm-tp4``."""
+    base = _LAYOUT_SUFFIX.sub("", name) or name
+    return base + layout_suffix(tp, pp_layers)
 
 
 def iteration_dir_name(iteration: str) -> str:

@@ -12,12 +12,14 @@ import hashlib
 from pathlib import Path
 
 from cogvideo_cli.checkpoint import detect, sharding
+from cogvideo_cli.checkpoint.formats import require_format
 from cogvideo_cli.checkpoint.layout import (
     SIDECAR_SUFFIX,
     TRACKER,
     Layout,
     read_layout,
     read_sidecar,
+    relayout_name,
 )
 from cogvideo_cli.checkpoint.mapping import UNUSED_BY_MM, expected_shapes, spec_of
 from cogvideo_cli.core.errors import CheckpointError
@@ -33,7 +35,9 @@ def _root(path: Path) -> Path:
 
 def _resplit_fix(path: Path, tp: int, pp_layers: list[int] | None) -> str:
     pp = f" --pp-layers {' '.join(map(str, pp_layers))}" if pp_layers else ""
-    return (f"convert it: cogvx convert resplit --source {path} --target {path}-tp{tp} "
+    named = path if path.name else path.resolve()  # "." has no name to build on
+    target = named.with_name(relayout_name(named.name, tp, pp_layers))
+    return (f"convert it: cogvx convert resplit --source {path} --target {target} "
             f"--tp {tp}{pp}, or train with the checkpoint's layout")
 
 
@@ -50,7 +54,7 @@ def _check_layout(path: Path, layout: Layout, tp: int | None,
         has = " ".join(map(str, layout.pp_layers)) or "none (one stage)"
         raise CheckpointError(
             f"{path} has pipeline stages {has}, but the run uses "
-            f"{' '.join(map(str, want_pp)) or 'none'}", value=want_pp,
+            f"{' '.join(map(str, want_pp)) or 'none'}",
             fix=_resplit_fix(path, tp or layout.tp, want_pp or None))
 
 
@@ -150,10 +154,12 @@ def verify_checkpoint(path: Path, variant: Variant | str | None = None, tp: int 
 
     Raises:
         CheckpointError: naming what is wrong, the value and the fix.
+        UsageError: ``path`` is a SAT, diffusers or LayerZero checkpoint (convert it first).
     """
     from cogvideo_cli.checkpoint.megatron import MMSource
 
     root = _root(path)
+    require_format(root, "mm", "verify")
     layout = read_layout(root, trust=trust)
     _check_layout(root, layout, tp, pp_layers)
     source = MMSource(root, trust=trust, layout=layout)

@@ -63,11 +63,16 @@ def _no_rest(rest: list[str]) -> None:
                          fix="see cogvx convert COMMAND --help")
 
 
-def _workspace_path(section: str, key: str, what: str, flag: str = "--source") -> Path:
+def _workspace_path(section: str, key: str, what: str, command: str | None = None) -> Path:
+    """The path the workspace records; ``command`` names a PATH-argument command for the fix."""
     value = STATE.load_workspace().path_value(section, key)
+    if value is None and command is None:
+        raise UsageError(f"no --source given, and the workspace records no {what}",
+                         fix="pass --source PATH")
     if value is None:
-        raise UsageError(f"no {flag} given, and the workspace records no {what}",
-                         fix=f"pass {flag} PATH")
+        raise UsageError(f"no checkpoint folder given, and the workspace records no {what}",
+                         fix=f"pass the checkpoint folder, e.g. cogvx convert {command} "
+                             "checkpoints/t2v-1.5-mm-tp1")
     return value
 
 
@@ -221,9 +226,13 @@ def _render_inspect(result: dict) -> None:
         pp = " ".join(map(str, result["pp_layers"])) or "none"
         rows.append(("layout", (f"TP {result['tp']}, PP stages {pp}, "
                                 f"iteration {result['iteration']}")))
-    rows += [("dtype", ", ".join(result["dtypes"])),
-             ("tensors", (f"{result['tensors']} ({_size(result['tensor_bytes'])}; "
-                          f"{_size(result['bytes_on_disk'])} on disk)")),
+    tensors = (f"{result['tensors']} ({_size(result['tensor_bytes'])}; "
+               f"{_size(result['bytes_on_disk'])} on disk)")
+    if result["format"] == "mm":  # the same words as verify's, so the counts compare
+        tensors = (f"{result['tensors']} unique ({_size(result['tensor_bytes'])}), "
+                   f"{result['stored_tensors']} stored across {result['rank_files']} rank "
+                   f"files ({_size(result['bytes_on_disk'])} on disk)")
+    rows += [("dtype", ", ".join(result["dtypes"])), ("tensors", tensors),
              ("keys", ", ".join(f"{k} {v}" for k, v in result["groups"].items()))]
     if result.get("problem") and result.get("variant"):
         rows.append(("problem", result["problem"]))
@@ -240,7 +249,7 @@ def inspect(path: Annotated[Path | None, typer.Argument(
     """Format, variant, layout, dtype, size and key summary of a checkpoint."""
     from cogvideo_cli.checkpoint.inspection import inspect_checkpoint
 
-    target = path or _workspace_path("checkpoint", "path", "checkpoint", "PATH")
+    target = path or _workspace_path("checkpoint", "path", "checkpoint", "inspect")
     emit(inspect_checkpoint(target, trust=trust_checkpoint), _render_inspect)
 
 
@@ -249,10 +258,22 @@ def _render_verify(result: dict) -> None:
     STATE.out.print(f"OK: {result['path']} is a complete {result['variant']} checkpoint "
                     f"for TP {result['tp']}, PP stages {pp} (iteration {result['iteration']})",
                     markup=False)
-    STATE.out.print(f"  {len(result['files'])} rank files, {result['keys']['found']} tensors, "
-                    f"every key present with its shape; sidecar "
-                    f"{'checked' if result['sidecar'] else 'absent'}"
-                    f"{' with digests' if result['digests_checked'] else ''}", markup=False)
+    keys = result["keys"]
+    STATE.out.print(f"  {keys['whole_model']} unique tensors, {keys['found']} stored across "
+                    f"{len(result['files'])} rank files, every key present with its shape",
+                    markup=False)
+    STATE.out.print(f"  {_sidecar_check(result)}", markup=False)
+
+
+def _sidecar_check(result: dict) -> str:
+    """What the sidecar comparison covered; without --digests the tensor values are unread."""
+    if not result["sidecar"]:
+        return ("no sidecar (.cogvx.json): file sizes and tensor values not compared with "
+                "the conversion's record")
+    if result["digests_checked"]:
+        return "sidecar checked: variant, file sizes and SHA-256 digests all match"
+    return ("sidecar checked: variant and file sizes match; tensor values not checked "
+            "(run with --digests to compare file contents)")
 
 
 @app.command("verify", context_settings=_EXTRA)
@@ -276,7 +297,7 @@ def verify(ctx: typer.Context,
     if len(rest) > 1:
         _no_rest(rest[1:])
     target = Path(rest[0]) if rest else _workspace_path("checkpoint", "path",
-                                                        "checkpoint", "PATH")
+                                                        "checkpoint", "verify")
     result = verify_checkpoint(target, variant, tp, stages, trust=trust_checkpoint,
                                digests=digests)
     emit(result, _render_verify)

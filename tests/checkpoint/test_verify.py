@@ -63,6 +63,19 @@ def test_layout_mismatch_proposes_resplit(mm):
         verify_checkpoint(mm, pp_layers=[])
 
 
+def test_resplit_fix_names_the_target_by_the_new_layout_alone(mm):
+    named = mm.with_name("i2v-1.5-mm-tp2-pp21-21")
+    sidecar_path(mm).rename(sidecar_path(named))
+    mm.rename(named)
+    with pytest.raises(CheckpointError, match="uses TP 4") as err:
+        verify_checkpoint(named, tp=4)
+    assert f"--target {named.with_name('i2v-1.5-mm-tp4')} --tp 4," in err.value.fix
+    with pytest.raises(CheckpointError, match="uses 20 22") as err:
+        verify_checkpoint(named, pp_layers=[20, 22])
+    assert f"--target {named.with_name('i2v-1.5-mm-tp2-pp20-22')} --tp 2 " in err.value.fix
+    assert "(got" not in str(err.value)  # the stages are in the message already
+
+
 def test_wrong_variant(mm):
     i2v = detect_variant({"patch_embed.proj.weight": (64, 256),
                           "videodit_blocks.0.self_atten.q_norm.weight": (8,),

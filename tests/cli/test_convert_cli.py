@@ -89,6 +89,68 @@ def test_no_source_and_empty_workspace(cli):
     assert result.exit_code == 2 and "pass --source PATH" in result.output
 
 
+def test_no_checkpoint_argument_says_what_to_pass(cli):
+    for command in ("verify", "inspect"):
+        result = cli("convert", command)
+        assert result.exit_code == 2
+        assert "PATH PATH" not in result.output
+        assert f"pass the checkpoint folder, e.g. cogvx convert {command} " in result.output
+
+
+@pytest.mark.parametrize(("args", "found", "use"), [
+    (["hf-to-mm", "--source", SAT_I2V], "a SAT checkpoint", "sat-to-mm"),
+    (["sat-to-mm", "--source", HF_T2V], "a diffusers transformer folder", "hf-to-mm"),
+    (["mm-to-hf", "--source", SAT_I2V], "a SAT checkpoint", "sat-to-mm"),
+    (["resplit", "--source", SAT_I2V, "--tp", "2"], "a SAT checkpoint", "sat-to-mm"),
+    (["verify", SAT_I2V], "a SAT checkpoint", "sat-to-mm"),
+    (["verify", HF_T2V.parent], "a diffusers transformer folder", "hf-to-mm"),
+])
+def test_wrong_subcommand_exits_2_naming_the_right_one(cli, args, found, use):
+    target = [] if args[0] == "verify" else ["--target", "o"]
+    result = cli("convert", *args, *target)
+    assert result.exit_code == 2, result.output
+    assert found in result.output and f"cogvx convert {use}" in result.output
+    assert f"Fix: cogvx convert {use} --source " in result.output
+    assert "PosixPath" not in result.output
+    data = _json(cli("--json", "convert", *args, *target))
+    source = next(a for a in args if isinstance(a, Path))
+    assert data["exit_code"] == 2 and data["value"] == str(source)
+
+
+def _flip_tensor_byte(path: Path) -> None:
+    """Change one byte of tensor data in place: same size, still loadable."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        entry = max((i for i in archive.infolist() if "/data/" in i.filename),
+                    key=lambda i: i.file_size)
+    with open(path, "r+b") as handle:
+        handle.seek(entry.header_offset + 26)
+        name_len, extra_len = (int.from_bytes(handle.read(2), "little") for _ in range(2))
+        handle.seek(entry.header_offset + 30 + name_len + extra_len + entry.file_size // 2)
+        byte = handle.read(1)[0]
+        handle.seek(-1, 1)
+        handle.write(bytes([byte ^ 0xFF]))
+
+
+def test_inspect_and_verify_count_tensors_alike_and_say_what_was_checked(cli, tmp_path):
+    assert cli("convert", "sat-to-mm", "--source", SAT_I2V, "--target", "mm", "--tp", "2",
+               "--pp", "2").exit_code == 0
+    inspect = cli("convert", "inspect", "mm")
+    verify = cli("convert", "verify", "mm")
+    assert inspect.exit_code == 0 and verify.exit_code == 0, verify.output
+    for words in ("776 unique", "1552 stored across 4 rank files"):
+        assert words in inspect.stdout and words in verify.stdout
+    assert "tensor values not checked (run with --digests" in verify.stdout
+
+    _flip_tensor_byte(tmp_path / "mm" / "release" / "mp_rank_01_001" / "model_optim_rng.pt")
+    unread = cli("convert", "verify", "mm")
+    assert unread.exit_code == 0 and "tensor values not checked" in unread.stdout
+    assert "sidecar checked\n" not in unread.stdout
+    digests = cli("convert", "verify", "mm", "--digests")
+    assert digests.exit_code == 1 and "does not match the digest" in digests.output
+
+
 def test_inspect(cli):
     result = cli("convert", "inspect", FIXTURES / "sat-i2v-1.0" / "transformer")
     assert result.exit_code == 0, result.output
