@@ -15,10 +15,10 @@ Prompts = Annotated[Optional[Path], typer.Option(
     "--prompts", help="Text file, one prompt a line (at most 100).")]
 Images = Annotated[Optional[Path], typer.Option(
     "--images", help="i2v: text file with one image path a line, or one image.")]
-Steps = Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (preset 50).")]
+Steps = Annotated[Optional[int], typer.Option("--steps", min=1, help="Sampling steps (preset 50).")]
 Guidance = Annotated[Optional[float], typer.Option(
-    "--guidance", help="Classifier-free guidance scale (preset 6.0, always dynamic).")]
-Fps = Annotated[Optional[int], typer.Option("--fps", help="Frames per second of the mp4.")]
+    "--guidance", min=0.0, help="Classifier-free guidance scale (preset 6.0, always dynamic).")]
+Fps = Annotated[Optional[int], typer.Option("--fps", min=1, help="Frames per second of the mp4.")]
 LoraPath = Annotated[Optional[Path], typer.Option(
     "--lora", help="diffusers: a LoRA folder (lora/ of a run) applied on the fly.")]
 Out = Annotated[Optional[Path], typer.Option(

@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from cogvideo_cli.cli.output import STATE, emit
+from cogvideo_cli.core.errors import plural
 
 _P = "Parallel layout"
 _B = "Batch and schedule"
@@ -21,6 +22,7 @@ _C = "Clip"
 _D = "Paths (default: from the workspace)"
 _N = "Processes"
 _R = "Run"
+MAX_SEED = 2**32 - 1  # numpy's seed range; Megatron seeds numpy with it
 
 Backend = Annotated[Optional[str], typer.Option(
     "--backend", help="mindspeed or diffusers (default: MindSpeed-MM when torch_npu and a "
@@ -29,52 +31,52 @@ Variant = Annotated[Optional[str], typer.Option(
     "--variant", help="t2v-1.0, i2v-1.0, t2v-1.5 or i2v-1.5 (default: the workspace's).",
     rich_help_panel=_R)]
 TP = Annotated[Optional[int], typer.Option(
-    "--tp", help="Tensor-parallel size (default: the checkpoint's, else the preset).",
+    "--tp", min=1, help="Tensor-parallel size (default: the checkpoint's, else the preset).",
     rich_help_panel=_P)]
 PP = Annotated[Optional[int], typer.Option(
-    "--pp", help="Pipeline stages (sizes from the checkpoint or a balanced split).",
+    "--pp", min=1, help="Pipeline stages (sizes from the checkpoint or a balanced split).",
     rich_help_panel=_P)]
 PPLayers = Annotated[Optional[str], typer.Option(
     "--pp-layers", help='Layers per pipeline stage, e.g. "10,11,11,10".',
     rich_help_panel=_P)]
-CP = Annotated[int, typer.Option("--cp", help="Context-parallel (Ulysses) size.",
+CP = Annotated[int, typer.Option("--cp", min=1, help="Context-parallel (Ulysses) size.",
                                  rich_help_panel=_P)]
 SP = Annotated[Optional[bool], typer.Option(
     "--sp/--no-sp", help="Sequence parallel (default: on when TP > 1 for train).",
     rich_help_panel=_P)]
-VaeCP = Annotated[int, typer.Option("--vae-cp", help="VAE context-parallel size.",
+VaeCP = Annotated[int, typer.Option("--vae-cp", min=1, help="VAE context-parallel size.",
                                     rich_help_panel=_P)]
 EncoderDP = Annotated[Optional[bool], typer.Option(
     "--encoder-dp/--no-encoder-dp", help="Encoder data parallel (default: the preset's, "
     "off where it cannot work).", rich_help_panel=_P)]
 LayerZero = Annotated[bool, typer.Option("--layerzero", help="MindSpeed LayerZero (ZeRO-3).",
                                          rich_help_panel=_P)]
-Zero3 = Annotated[Optional[int], typer.Option("--zero3-size", help="LayerZero group size.",
+Zero3 = Annotated[Optional[int], typer.Option("--zero3-size", min=1, help="LayerZero group size.",
                                               rich_help_panel=_P)]
-MBS = Annotated[int, typer.Option("--mbs", help="Micro-batch size.", rich_help_panel=_B)]
+MBS = Annotated[int, typer.Option("--mbs", min=1, help="Micro-batch size.", rich_help_panel=_B)]
 GBS = Annotated[Optional[int], typer.Option(
-    "--gbs", help="Global batch size (default: MBS x grad-acc x DP).", rich_help_panel=_B)]
+    "--gbs", min=1, help="Global batch size (default: MBS x grad-acc x DP).", rich_help_panel=_B)]
 GradAcc = Annotated[Optional[int], typer.Option(
-    "--grad-acc", help="Gradient accumulation steps (preset: 4; LoRA: 1).",
+    "--grad-acc", min=1, help="Gradient accumulation steps (preset: 4; LoRA: 1).",
     rich_help_panel=_B)]
-Iters = Annotated[Optional[int], typer.Option("--iters", help="Training iterations.",
+Iters = Annotated[Optional[int], typer.Option("--iters", min=1, help="Training iterations.",
                                               rich_help_panel=_B)]
-LR = Annotated[Optional[float], typer.Option("--lr", help="Learning rate.",
+LR = Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Learning rate.",
                                              rich_help_panel=_B)]
-MinLR = Annotated[Optional[float], typer.Option("--min-lr", help="Minimum learning rate.",
+MinLR = Annotated[Optional[float], typer.Option("--min-lr", min=0.0, help="Minimum learning rate.",
                                                 rich_help_panel=_B)]
-Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed.",
+Seed = Annotated[Optional[int], typer.Option("--seed", min=0, max=MAX_SEED, help="Random seed.",
                                              rich_help_panel=_B)]
 SaveInterval = Annotated[Optional[int], typer.Option(
-    "--save-interval", help="Save every N iterations (and at the end).", rich_help_panel=_B)]
+    "--save-interval", min=1, help="Save every N iterations (and at the end).", rich_help_panel=_B)]
 Resume = Annotated[Optional[Path], typer.Option(
     "--resume", help="diffusers: continue from a checkpoints/step-N folder or a run "
     "directory's newest one.", rich_help_panel=_B)]
-Frames = Annotated[Optional[int], typer.Option("--frames", help="Frames per clip (4k+1).",
+Frames = Annotated[Optional[int], typer.Option("--frames", min=1, help="Frames per clip (4k+1).",
                                                rich_help_panel=_C)]
-Height = Annotated[Optional[int], typer.Option("--height", help="Height (multiple of 16).",
+Height = Annotated[Optional[int], typer.Option("--height", min=16, help="Height (multiple of 16).",
                                                rich_help_panel=_C)]
-Width = Annotated[Optional[int], typer.Option("--width", help="Width (multiple of 16).",
+Width = Annotated[Optional[int], typer.Option("--width", min=16, help="Width (multiple of 16).",
                                               rich_help_panel=_C)]
 Load = Annotated[Optional[Path], typer.Option("--load", help="MindSpeed-MM checkpoint.",
                                               rich_help_panel=_D)]
@@ -100,15 +102,16 @@ Tokenizer = Annotated[Optional[Path], typer.Option("--tokenizer", help="T5 token
 MindSpeed = Annotated[Optional[Path], typer.Option(
     "--mindspeed-mm", help="MindSpeed-MM checkout (the launch root).", rich_help_panel=_D)]
 Nproc = Annotated[Optional[int], typer.Option(
-    "--nproc-per-node", help="Processes (devices) per node.", rich_help_panel=_N)]
-Nnodes = Annotated[int, typer.Option("--nnodes", help="Number of nodes.", rich_help_panel=_N)]
-NodeRank = Annotated[int, typer.Option("--node-rank", help="This node's rank.",
+    "--nproc-per-node", min=1, help="Processes (devices) per node.", rich_help_panel=_N)]
+Nnodes = Annotated[int, typer.Option("--nnodes", min=1, help="Number of nodes.",
+                                     rich_help_panel=_N)]
+NodeRank = Annotated[int, typer.Option("--node-rank", min=0, help="This node's rank.",
                                        rich_help_panel=_N)]
 MasterAddr = Annotated[str, typer.Option("--master-addr", help="Node 0's address.",
                                          rich_help_panel=_N)]
 MasterPort = Annotated[Optional[int], typer.Option(
-    "--master-port", help="Rendezvous port (preset: 29505 train, 6000 LoRA / infer).",
-    rich_help_panel=_N)]
+    "--master-port", min=1, max=65535,
+    help="Rendezvous port (preset: 29505 train, 6000 LoRA / infer).", rich_help_panel=_N)]
 SingleHost = Annotated[bool, typer.Option(
     "--single-host", help="All nodes run on this machine (testing): allows a loopback "
     "master address.", rich_help_panel=_N)]
@@ -181,8 +184,8 @@ def show_dry_run(info: dict) -> None:
 def summary_line(plan) -> str:
     """One line: what runs where, with the parallel layout."""
     s, run = plan.settings, plan.torchrun
-    where = (f"{run.world_size} processes ({run.nnodes} node(s) x {run.nproc_per_node}), "
-             f"node rank {run.node_rank}")
+    where = (f"{plural(run.world_size, 'process')} ({plural(run.nnodes, 'node')} x "
+             f"{run.nproc_per_node}), node rank {run.node_rank}")
     if plan.kind in ("train", "lora") and plan.backend == "diffusers":
         where += f"; DDP {s['dp']}, MBS {s['mbs']}, GBS {s['gbs']}, {s['iters']} steps"
     elif plan.kind in ("train", "lora"):

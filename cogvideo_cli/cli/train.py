@@ -68,9 +68,10 @@ def train(
     o.execute(_settings("train", values), force, dry_run)
 
 
-LoraR = Annotated[int, typer.Option("--lora-r", help="LoRA rank.")]
-LoraAlpha = Annotated[float, typer.Option("--lora-alpha", help="LoRA alpha.")]
-LoraDropout = Annotated[float, typer.Option("--lora-dropout", help="LoRA dropout.")]
+LoraR = Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")]
+LoraAlpha = Annotated[float, typer.Option("--lora-alpha", min=0.0, help="LoRA alpha.")]
+LoraDropout = Annotated[float, typer.Option(
+    "--lora-dropout", min=0.0, max=1.0, help="LoRA dropout, 0 <= p < 1.")]
 LoraTargets = Annotated[Optional[list[str]], typer.Option(
     "--lora-target-modules", help="Module name suffixes (default: proj_qkv proj_out).")]
 

@@ -89,3 +89,12 @@ class LaunchError(CogvxError):
 
 class NotSupportedError(CogvxError):
     """Something cogvx knowingly does not support yet; says what and for which case."""
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 process``, ``2 processes``: a count with its noun in the right number."""
+    if count == 1:
+        return f"{count} {word}"
+    if many is None:
+        many = word + ("es" if word.endswith(("s", "x", "ch", "sh")) else "s")
+    return f"{count} {many}"

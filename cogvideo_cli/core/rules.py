@@ -5,18 +5,25 @@ rule and raises one error listing every problem, before any process starts and b
 byte is written. Each rule returns ``None`` or a :class:`Problem` naming the bad value and
 the fix. Rules that only read options are usage rules (exit 2); rules that look at files
 and folders are checks (exit 1).
+
+Before a backend plans anything, :func:`check_values` runs the value rules on the chosen
+:class:`~cogvideo_cli.core.config.RunSettings`: a zero, negative or NaN option is refused by
+name instead of being replaced by a default or written into ``launch.sh``.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import math
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cogvideo_cli.core.errors import CheckError, CheckpointError, UsageError
+from cogvideo_cli.core.config import RunSettings
+from cogvideo_cli.core.errors import CheckError, CheckpointError, UsageError, plural
 from cogvideo_cli.core.variants import (Problem, Variant, balanced_split, check_frames,
                                         check_pp_layers, check_resolution,
                                         check_tensor_parallel, latent_shape,
@@ -41,6 +48,7 @@ class Facts:
     single_host: bool = False
     tp: int = 1
     pp_layers: list[int] = field(default_factory=list)
+    pp_from_checkpoint: bool = False  # stage sizes read from the checkpoint, not given
     cp: int = 1
     sp: bool = False
     sp_requested: bool = False
@@ -92,18 +100,115 @@ class Facts:
 
 
 Rule = Callable[[Facts], "Problem | None"]
+ValueRule = Callable[[RunSettings], "Problem | None"]
+
+
+# --- chosen values (usage, before planning) ----------------------------------------------
+
+_COUNTS = (("--tp", "tp"), ("--pp", "pp"), ("--cp", "cp"), ("--vae-cp", "vae_cp"),
+           ("--zero3-size", "zero3_size"), ("--mbs", "mbs"), ("--gbs", "gbs"),
+           ("--grad-acc", "grad_acc"), ("--iters", "iters"),
+           ("--save-interval", "save_interval"), ("--frames", "frames"),
+           ("--height", "height"), ("--width", "width"),
+           ("--nproc-per-node", "nproc_per_node"), ("--nnodes", "nnodes"),
+           ("--lora-r", "lora_r"), ("--steps", "steps"), ("--fps", "fps"))
+MAX_SEED = 2**32 - 1  # numpy's seed range; Megatron seeds numpy with it
+
+
+def value_counts(s: RunSettings) -> Problem | None:
+    """Every size, count, interval and rate that was given is at least 1."""
+    for label, key in _COUNTS:
+        value = getattr(s, key)
+        if value is not None and value < 1:
+            return Problem(f"{label} {value} is not positive", f"use {label} 1 or more",
+                           value)
+    return None
+
+
+def value_ranks(s: RunSettings) -> Problem | None:
+    """The node rank and the seed are non-negative; the seed fits numpy's range."""
+    if s.node_rank < 0:
+        return Problem(f"--node-rank {s.node_rank} is negative",
+                       "use --node-rank 0 on the first node, 1 on the next, ...", s.node_rank)
+    if s.seed is not None and not 0 <= s.seed <= MAX_SEED:
+        return Problem(f"--seed {s.seed} is outside 0..{MAX_SEED}",
+                       "use e.g. --seed 42", s.seed)
+    return None
+
+
+def value_port(s: RunSettings) -> Problem | None:
+    """The rendezvous port is a TCP port number."""
+    if s.master_port is not None and not 1 <= s.master_port <= 65535:
+        return Problem(f"--master-port {s.master_port} is not a TCP port (1..65535)",
+                       "use e.g. --master-port 29505", s.master_port)
+    return None
+
+
+def value_learning_rate(s: RunSettings) -> Problem | None:
+    """``--lr`` is finite and positive; ``--min-lr`` finite, not negative, at most --lr."""
+    if s.lr is not None and not (math.isfinite(s.lr) and s.lr > 0):
+        return Problem(f"--lr {s.lr} is not a positive number", "use e.g. --lr 1e-5", s.lr)
+    if s.min_lr is not None and not (math.isfinite(s.min_lr) and s.min_lr >= 0):
+        return Problem(f"--min-lr {s.min_lr} is not a number of 0 or more",
+                       "use e.g. --min-lr 0, or leave it out (it follows --lr)", s.min_lr)
+    if s.lr is not None and s.min_lr is not None and s.min_lr > s.lr:
+        return Problem(f"--min-lr {s.min_lr} exceeds --lr {s.lr}",
+                       f"use --min-lr {s.lr} or lower", s.min_lr)
+    return None
+
+
+def value_lora(s: RunSettings) -> Problem | None:
+    """LoRA alpha is finite and positive; dropout is a probability below 1."""
+    if not (math.isfinite(s.lora_alpha) and s.lora_alpha > 0):
+        return Problem(f"--lora-alpha {s.lora_alpha} is not a positive number",
+                       "use e.g. --lora-alpha 64 (scale = alpha / rank)", s.lora_alpha)
+    if not (math.isfinite(s.lora_dropout) and 0 <= s.lora_dropout < 1):
+        return Problem(f"--lora-dropout {s.lora_dropout} is not a probability in [0, 1)",
+                       "use e.g. --lora-dropout 0.0 or 0.1", s.lora_dropout)
+    return None
+
+
+def value_guidance(s: RunSettings) -> Problem | None:
+    """The guidance scale is a finite number of 0 or more."""
+    if s.guidance is not None and not (math.isfinite(s.guidance) and s.guidance >= 0):
+        return Problem(f"--guidance {s.guidance} is not a number of 0 or more",
+                       "use e.g. --guidance 6.0", s.guidance)
+    return None
+
+
+VALUE_RULES: tuple[ValueRule, ...] = (
+    value_counts, value_ranks, value_port, value_learning_rate, value_lora, value_guidance,
+)
+
+
+def check_values(s: RunSettings) -> None:
+    """Refuse zero, negative and non-finite options by name before anything is planned.
+
+    The CLI's typed options already refuse most of them; this catches NaN and settings
+    that reach the engine another way (recorded runs, Python callers).
+    """
+    _raise([p for p in (rule(s) for rule in VALUE_RULES) if p is not None], UsageError)
 
 
 # --- parallel layout (usage) -------------------------------------------------------------
 
 def rule_positive_sizes(f: Facts) -> Problem | None:
-    """Every size and count is at least 1."""
+    """Every size and count is at least 1; the checks derived from them need it."""
     for label, value in (("--tp", f.tp), ("--cp", f.cp), ("--vae-cp", f.vae_cp),
                          ("--mbs", f.mbs), ("--gbs", f.gbs),
-                         ("--nproc-per-node", f.nproc_per_node), ("--nnodes", f.nnodes)):
+                         ("--nproc-per-node", f.nproc_per_node), ("--nnodes", f.nnodes),
+                         ("--frames", f.frames), ("--height", f.height),
+                         ("--width", f.width), ("predictor.text_length", f.text_length)):
         if value < 1:
-            return Problem(f"{label} {value} is not positive", f"use {label} 1 or more", value)
+            return Problem(f"{label} {value} is not positive",
+                           _POSITIVE_FIXES.get(label, f"use {label} 1 or more"), value)
     return None
+
+
+_POSITIVE_FIXES = {"--frames": "use 4k+1 frames, e.g. --frames 17",
+                   "--height": "use a multiple of 16, e.g. --height 480",
+                   "--width": "use a multiple of 16, e.g. --width 720",
+                   "predictor.text_length": "use 226 (224 for 1.5 inference)"}
 
 
 def rule_world_divisible(f: Facts) -> Problem | None:
@@ -111,8 +216,9 @@ def rule_world_divisible(f: Facts) -> Problem | None:
     model = f.tp * f.pp * f.cp
     if model < 1 or f.world % model:
         return Problem(
-            f"{f.world} processes ({f.nproc_per_node} per node x {f.nnodes} nodes) are not "
-            f"divisible by TP x PP x CP = {f.tp} x {f.pp} x {f.cp} = {model}",
+            f"the process count {f.world} ({f.nproc_per_node} per node x "
+            f"{plural(f.nnodes, 'node')}) is not divisible by TP x PP x CP = "
+            f"{f.tp} x {f.pp} x {f.cp} = {model}",
             f"use a multiple of {model} processes, or smaller parallel sizes", f.world)
     return None
 
@@ -132,30 +238,48 @@ def rule_sequence_parallel(f: Facts) -> Problem | None:
 
 def rule_sequence_divisible(f: Facts) -> Problem | None:
     """CP must divide the token count; with SP, CP x TP must."""
-    if not f.training:
-        return None
+    if not f.training or not _clip_valid(f):
+        return None  # a wrong clip is reported by itself; its token count means nothing
     seq = sequence_length(f.variant, f.frames, f.height, f.width, f.text_length)
     split = f.cp * (f.tp if f.sp else 1)
     if split > 1 and seq % split:
         what = "CP x TP" if f.sp else "CP"
         good = [d for d in (1, 2, 4, 8, 16, 32, 64) if seq % d == 0]
+        fix = (f"choose {what} among {', '.join(map(str, good))}" if len(good) > 1 else
+               "change --frames, --height or --width so the token count is even, or use "
+               + ("--cp 1 and --no-sp" if f.sp else "--cp 1"))
         return Problem(
             f"the sequence of {seq} tokens ({f.text_length} text + video for {f.frames} "
             f"frames at {f.height}x{f.width}) is not divisible by {what} = {split}",
-            f"choose {what} among {', '.join(map(str, good))}", split)
+            fix, split)
     return None
+
+
+def _clip_valid(f: Facts) -> bool:
+    """Whether the clip passes its own rules, so token counts and shapes mean something."""
+    return rule_frames(f) is None and rule_resolution(f) is None
 
 
 def rule_pp_stages(f: Facts) -> Problem | None:
     """Stage sizes: one per stage, each at least one layer, summing to the layer count."""
     if len(f.pp_layers) <= 1:
         return None
-    return check_pp_layers(f.variant, f.pp_layers)
+    problem = check_pp_layers(f.variant, f.pp_layers)
+    total, wanted = sum(f.pp_layers), f.variant.num_layers
+    if problem is None or not f.pp_from_checkpoint or total == wanted:
+        return problem
+    # the stages came from the checkpoint: say so, not "--pp-layers", which was never given
+    stages = " ".join(map(str, f.pp_layers))
+    return Problem(
+        f"the checkpoint {f.load} has {total} layers (pipeline stages {stages}), but the "
+        f"{f.variant.name} model has {wanted}",
+        f"pass --set predictor.num_layers={total} to build a {total}-layer model, or load "
+        f"a {wanted}-layer checkpoint", total)
 
 
 def rule_pp_shapes(f: Facts) -> Problem | None:
     """With PP, ``input_size`` must be the exact latent shape and data needs batch_size."""
-    if f.pp <= 1 or not f.training:
+    if f.pp <= 1 or not f.training or not _clip_valid(f):
         return None
     exact = list(latent_shape(f.variant, f.frames, f.height, f.width))
     if f.features is None and list(f.input_size or []) != exact:
@@ -179,6 +303,8 @@ def rule_pp_shapes(f: Facts) -> Problem | None:
 def rule_batch(f: Facts) -> Problem | None:
     """The global batch must be a multiple of MBS x DP."""
     step = f.mbs * f.dp
+    if step < 1:
+        return None  # rule_positive_sizes names the size that is not positive
     if f.gbs % step:
         low = max(step, f.gbs - f.gbs % step)
         return Problem(
@@ -210,7 +336,8 @@ def rule_layerzero(f: Facts) -> Problem | None:
                        f"(got TP {f.tp}, PP {f.pp})", "use --tp 1 without --pp", f.tp)
     size = min(f.zero3_size or 8, f.world // f.pp)
     if size < 1 or (f.world // f.pp) % size:
-        return Problem(f"the LayerZero group size {size} does not divide {f.world} processes",
+        return Problem(f"the LayerZero group size {size} does not divide "
+                       f"{plural(f.world, 'process')}",
                        "pick --zero3-size dividing the process count", size)
     return None
 
@@ -222,7 +349,7 @@ def rule_vae_cp(f: Facts) -> Problem | None:
         return None
     groups = f.tp * f.pp * f.cp
     if f.world % k:
-        return Problem(f"--vae-cp {k} does not divide {f.world} processes",
+        return Problem(f"--vae-cp {k} does not divide {plural(f.world, 'process')}",
                        "pick a divisor of the process count", k)
     if k % groups and groups % k:
         return Problem(
@@ -256,7 +383,13 @@ def rule_ckpt_format(f: Facts) -> Problem | None:
 
 
 def rule_lr(f: Facts) -> Problem | None:
-    """The minimum learning rate may not exceed the learning rate."""
+    """The learning rate is finite and positive; the minimum may not exceed it."""
+    if f.lr is not None and not (math.isfinite(f.lr) and f.lr > 0):
+        return Problem(f"the learning rate {f.lr} is not a positive number",
+                       "use e.g. --lr 1e-5", f.lr)
+    if f.min_lr is not None and not (math.isfinite(f.min_lr) and f.min_lr >= 0):
+        return Problem(f"the minimum learning rate {f.min_lr} is not a number of 0 or more",
+                       "use e.g. --min-lr 0", f.min_lr)
     if f.lr is not None and f.min_lr is not None and f.min_lr > f.lr:
         return Problem(f"--min-lr {f.min_lr} exceeds --lr {f.lr}",
                        f"use --min-lr {f.lr} or lower", f.min_lr)
@@ -314,7 +447,7 @@ def rule_nodes(f: Facts) -> Problem | None:
     if f.nnodes > 1 and not f.single_host and _is_loopback(f.master_addr):
         return Problem(
             f"--master-addr {f.master_addr} is a loopback address; the other "
-            f"{f.nnodes - 1} node(s) cannot reach it",
+            f"{plural(f.nnodes - 1, 'node')} cannot reach it",
             "pass node 0's address on the cluster network as --master-addr", f.master_addr)
     return None
 
@@ -328,8 +461,11 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
+# a size that is not positive makes every rule derived from it meaningless: report it alone
+ROOT_RULES: tuple[Rule, ...] = (rule_positive_sizes,)
+
 USAGE_RULES: tuple[Rule, ...] = (
-    rule_positive_sizes, rule_world_divisible, rule_heads_tp, rule_sequence_parallel,
+    rule_world_divisible, rule_heads_tp, rule_sequence_parallel,
     rule_sequence_divisible, rule_pp_stages, rule_pp_shapes, rule_batch, rule_encoder_dp,
     rule_layerzero, rule_vae_cp, rule_overlap_param_gather, rule_ckpt_format, rule_lr,
     rule_frames, rule_resolution, rule_text_length, rule_dtypes, rule_device_connections,
@@ -410,7 +546,8 @@ def rule_data(f: Facts) -> Problem | None:
     need = f.mbs * group
     if count < need:
         return Problem(
-            f"{f.data_path} has {count} samples, fewer than MBS x data-parallel ranks = "
+            f"{f.data_path} has {plural(count, 'sample')}, fewer than MBS x data-parallel "
+            f"ranks = "
             f"{f.mbs} x {group} = {need}; MindSpeed-MM would hang waiting for a batch",
             "add samples, or lower --mbs / the number of processes", count)
     return None
@@ -430,13 +567,16 @@ def rule_prompts(f: Facts) -> Problem | None:
                        "itself as the prompt", "pass --prompts FILE, one prompt a line",
                        None if f.prompts is None else str(f.prompts))
     count = len(_lines(f.prompts))
-    if count == 0 or count > MAX_PROMPTS:
-        return Problem(f"{f.prompts} has {count} prompts; MindSpeed-MM reads 1 to "
+    if count == 0:
+        return Problem(f"{f.prompts} holds no prompts (only empty lines)",
+                       "write one prompt a line", None)
+    if count > MAX_PROMPTS:
+        return Problem(f"{f.prompts} has {count} prompts; MindSpeed-MM reads at most "
                        f"{MAX_PROMPTS}", f"split it into files of at most {MAX_PROMPTS}",
                        count)
     if count % f.mbs:
-        return Problem(f"{count} prompts are not divisible by --mbs {f.mbs}",
-                       "use --mbs 1", count)
+        return Problem(f"{plural(count, 'prompt')} cannot be split into micro-batches of "
+                       f"--mbs {f.mbs}", "use --mbs 1", count)
     return None
 
 
@@ -458,7 +598,8 @@ def rule_images(f: Facts) -> Problem | None:
         images = [Path(line.strip()) for line in _lines(f.images)]
     prompts = len(_lines(f.prompts)) if f.prompts and f.prompts.is_file() else 0
     if len(images) != prompts:
-        return Problem(f"{len(images)} images for {prompts} prompts; MindSpeed-MM needs "
+        return Problem(f"{plural(len(images), 'image')} for {plural(prompts, 'prompt')}; "
+                       "MindSpeed-MM needs "
                        "one image per prompt", "give as many image lines as prompts",
                        len(images))
     for image in images:
@@ -502,15 +643,29 @@ def _layout_problem(f: Facts, tp: int, pp_layers: list[int]) -> Problem | None:
     ours = f.pp_layers if f.pp > 1 else []
     theirs = pp_layers if len(pp_layers) > 1 else []
     if tp != f.tp:
+        fix = (_resplit_for_inference(f) if f.kind == "infer" else
+               f"pass --tp {tp}, or convert it again for TP {f.tp}")
         return Problem(f"the checkpoint {f.load} is split for TP {tp}, the run uses TP "
-                       f"{f.tp}", f"pass --tp {tp}, or convert it again for TP {f.tp}", tp)
+                       f"{f.tp}", fix, tp)
     if theirs != ours:
         shown = " ".join(map(str, theirs)) or "none (PP 1)"
+        if f.kind == "infer":
+            fix = _resplit_for_inference(f)
+        elif theirs:
+            fix = f"pass --pp-layers {' '.join(map(str, theirs))}"
+        else:
+            fix = "drop --pp / --pp-layers, or convert the checkpoint for them"
         return Problem(f"the checkpoint's pipeline stages are {shown}; the run uses "
-                       f"{' '.join(map(str, ours)) or 'none (PP 1)'}",
-                       f"pass --pp-layers {' '.join(map(str, theirs))}" if theirs else
-                       "drop --pp / --pp-layers, or convert the checkpoint for them", ours)
+                       f"{' '.join(map(str, ours)) or 'none (PP 1)'}", fix, ours)
     return None
+
+
+def _resplit_for_inference(f: Facts) -> str:
+    """Inference has no --tp / --pp: the fix is a TP 1, PP 1 copy of the checkpoint."""
+    source = shlex.quote(str(f.load))
+    target = shlex.quote(f"{f.load}-tp1")
+    return (f"inference runs on TP 1 without pipeline stages; make a copy for it: "
+            f"cogvx convert resplit --source {source} --target {target} --tp 1")
 
 
 def _basic_layout(f: Facts) -> Problem | None:
@@ -580,7 +735,8 @@ def problems(facts: Facts) -> tuple[list[Problem], list[Problem]]:
     layout that is itself wrong. They describe MindSpeed-MM's inputs; the diffusers
     backend's engine checks its own files while it plans.
     """
-    usage = [p for p in (rule(facts) for rule in USAGE_RULES) if p is not None]
+    usage = ([p for p in (rule(facts) for rule in ROOT_RULES) if p is not None]
+             or [p for p in (rule(facts) for rule in USAGE_RULES) if p is not None])
     if usage or facts.backend != "mindspeed":
         return usage, []
     return [], [p for p in (rule(facts) for rule in FILE_RULES) if p is not None]
@@ -589,10 +745,13 @@ def problems(facts: Facts) -> tuple[list[Problem], list[Problem]]:
 def check(facts: Facts) -> None:
     """Raise one error naming every problem; return quietly when the run can start."""
     usage, files = problems(facts)
-    found = usage or files
+    _raise(usage or files, UsageError if usage else CheckError)
+
+
+def _raise(found: list[Problem], error: type[UsageError] | type[CheckError]) -> None:
+    """One error for one problem; one listing every problem for several."""
     if not found:
         return
-    error = UsageError if usage else CheckError
     if len(found) == 1:
         raise error(found[0].message, value=found[0].value, fix=found[0].fix)
     lines = [f"{len(found)} problems before launch:"]

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cogvideo_cli.core.errors import DataError, UsageError
+from cogvideo_cli.core.errors import DataError, UsageError, plural
 from cogvideo_cli.data.captions import Caption, check_caption_value, decode_caption
 from cogvideo_cli.data.captions import read_caption_file
 from cogvideo_cli.data.rules import VIDEO_EXTENSIONS, Reason
@@ -105,9 +105,9 @@ def _disney(root: Path) -> Source:
     prompts, videos = _lines(root / "prompt.txt"), _lines(root / "videos.txt")
     if len(prompts) != len(videos):
         raise DataError(
-            f"prompt.txt has {len(prompts)} lines but videos.txt has {len(videos)}; they "
-            "pair by line, so every pair after the first missing line would be wrong "
-            "(MindSpeed-MM's convert script silently drops the extra lines)",
+            f"prompt.txt has {plural(len(prompts), 'line')} but videos.txt has "
+            f"{len(videos)}; they pair by line, so every pair after the first missing line "
+            "would be wrong (MindSpeed-MM's convert script silently drops the extra lines)",
             value=root, fix="make both files list the same videos in the same order, one "
                             "per line")
     entries = []

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from cogvideo_cli.core import rules
-from cogvideo_cli.core.errors import CheckError, UsageError
+from cogvideo_cli.core.config import RunSettings
+from cogvideo_cli.core.errors import CheckError, UsageError, plural
 from cogvideo_cli.core.variants import get_variant
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launch"))
@@ -189,7 +190,7 @@ def test_inference_rule_fails(setup, tmp_path, case):
         "too-many": (dict(prompts=many), "101 prompts"),
         "lora": (dict(load=root / "lora"), "holds only LoRA weights"),
         "images-missing": (dict(variant=I15, frames=81), "needs --images"),
-        "images-count": (dict(variant=I15, frames=81, images=one), "1 images for 2 prompts"),
+        "images-count": (dict(variant=I15, frames=81, images=one), "1 image for 2 prompts"),
         "image-absent": (dict(variant=I15, frames=81, images=gone), "does not exist"),
     }
     changes, expected = cases[case]
@@ -203,3 +204,128 @@ def test_several_problems_are_reported_together(setup):
     with pytest.raises(UsageError) as err:
         rules.check(_good(setup, frames=18, height=488))
     assert "2 problems" in str(err.value)
+
+
+# --- chosen values and root causes ---------------------------------------------------------
+
+VALUE_CASES = {
+    "tp-zero": (dict(tp=0), "--tp 0 is not positive"),
+    "gbs-zero": (dict(gbs=0), "--gbs 0 is not positive"),
+    "grad-acc-zero": (dict(grad_acc=0), "--grad-acc 0 is not positive"),
+    "frames-zero": (dict(frames=0), "--frames 0 is not positive"),
+    "nproc-zero": (dict(nproc_per_node=0), "--nproc-per-node 0 is not positive"),
+    "iters-negative": (dict(iters=-5), "--iters -5 is not positive"),
+    "save-interval": (dict(save_interval=-1), "--save-interval -1 is not positive"),
+    "steps-zero": (dict(kind="infer", steps=0), "--steps 0 is not positive"),
+    "fps-zero": (dict(kind="infer", fps=0), "--fps 0 is not positive"),
+    "lora-r": (dict(kind="lora", lora_r=0), "--lora-r 0 is not positive"),
+    "seed": (dict(seed=-3), "--seed -3 is outside 0.."),
+    "node-rank": (dict(node_rank=-1), "--node-rank -1 is negative"),
+    "port-high": (dict(master_port=99999), "--master-port 99999 is not a TCP port"),
+    "port-zero": (dict(master_port=0), "--master-port 0 is not a TCP port"),
+    "lr-nan": (dict(lr=float("nan")), "--lr nan is not a positive number"),
+    "lr-negative": (dict(lr=-1.0), "--lr -1.0 is not a positive number"),
+    "lr-inf": (dict(lr=float("inf")), "--lr inf is not a positive number"),
+    "min-lr-nan": (dict(min_lr=float("nan")), "--min-lr nan is not a number of 0 or more"),
+    "min-lr-above": (dict(lr=1e-5, min_lr=1e-3), "--min-lr 0.001 exceeds --lr 1e-05"),
+    "alpha": (dict(kind="lora", lora_alpha=-1.0), "--lora-alpha -1.0 is not a positive"),
+    "dropout-high": (dict(kind="lora", lora_dropout=2.0), "--lora-dropout 2.0 is not a prob"),
+    "dropout-one": (dict(kind="lora", lora_dropout=1.0), "--lora-dropout 1.0 is not a prob"),
+    "guidance": (dict(kind="infer", guidance=-1.0), "--guidance -1.0 is not a number"),
+    "guidance-nan": (dict(kind="infer", guidance=float("nan")), "--guidance nan is not"),
+}
+
+
+@pytest.mark.parametrize("case", list(VALUE_CASES))
+def test_value_rule_refuses_the_option_by_name(case):
+    changes, expected = VALUE_CASES[case]
+    with pytest.raises(UsageError) as err:
+        rules.check_values(RunSettings(**changes))
+    assert expected in str(err.value)
+    assert err.value.fix and err.value.exit_code == 2
+
+
+def test_good_values_pass():
+    rules.check_values(RunSettings(kind="lora", tp=1, lr=1e-4, min_lr=0.0, seed=0,
+                                   master_port=65535, lora_dropout=0.5, guidance=0.0))
+
+
+def _only(setup, **changes) -> str:
+    """The message of the one usage problem a plan has; fails when there are several."""
+    with pytest.raises(UsageError) as err:
+        rules.check(_good(setup, **changes))
+    text = str(err.value)
+    assert "problems before launch" not in text, text
+    return text
+
+
+def test_zero_mbs_is_a_usage_problem_not_a_crash(setup):
+    assert "--mbs 0 is not positive" in _only(setup, mbs=0)
+    extract = dict(kind="extract", mbs=0, gbs=0, tp=1, sp=False, load=None)
+    assert "--mbs 0 is not positive" in _only(setup, **extract)
+
+
+def test_a_negative_tp_is_reported_once(setup):
+    text = _only(setup, tp=-1)
+    assert "--tp -1 is not positive" in text and "multiple of -" not in text
+
+
+def test_zero_nodes_say_nothing_about_node_ranks(setup):
+    text = _only(setup, nnodes=0)
+    assert "--nnodes 0 is not positive" in text and "0..-1" not in text
+
+
+def test_a_negative_height_stops_the_derived_checks(setup):
+    text = _only(setup, height=-16)
+    assert "--height -16 is not positive" in text
+    assert "multiple of 16, e.g. --height 480" in text and "tokens" not in text
+
+
+def test_a_bad_height_is_reported_without_the_sequence_split(setup):
+    text = _only(setup, height=479)
+    assert "height 479 is not a multiple of 16" in text and "CP x TP" not in text
+
+
+def test_an_odd_sequence_gets_a_fix_other_than_split_by_1(setup):
+    text = _only(setup, text_length=225, model_max_length=225)
+    assert "not divisible by CP x TP = 2" in text
+    assert "among 1" not in text and "--cp 1 and --no-sp" in text
+
+
+def test_counts_are_worded_in_the_right_number(setup):
+    text = _only(setup, nproc_per_node=1, gbs=1)
+    assert "process count 1 (1 per node x 1 node)" in text
+
+
+def test_stages_from_the_checkpoint_name_the_checkpoint_not_a_flag(setup):
+    root = setup[0]
+    text = _only(setup, tp=1, sp=False, nproc_per_node=2, gbs=2, pp_layers=[2, 2],
+                 pp_from_checkpoint=True, load=root / "ck4", input_size=[5, 60, 90],
+                 data_batch_size=1, args=_pp(setup)["args"])
+    assert "checkpoint" in text and "has 4 layers" in text and "--pp-layers" not in text
+    assert "--set predictor.num_layers=4" in text
+    given = _only(setup, **{**_pp(setup), "pp_layers": [2, 2]})
+    assert "--pp-layers 2 2 sums to 4, but the model has 42 layers" in given
+
+
+def test_inference_fix_names_a_command_inference_has(setup):
+    root = setup[0]
+    for load in (root / "ck2", root / "ckpp"):
+        with pytest.raises(CheckError) as err:
+            rules.check(_infer(setup, load=load))
+        fix = err.value.fix
+        assert f"cogvx convert resplit --source {load} --target {load}-tp1 --tp 1" in fix
+        assert "--pp-layers" not in fix and "pass --tp" not in fix
+
+
+def test_an_empty_prompts_file_is_not_told_to_split(setup, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(CheckError) as err:
+        rules.check(_infer(setup, prompts=empty))
+    assert "holds no prompts" in str(err.value) and "split" not in err.value.fix
+
+
+def test_plural():
+    assert plural(1, "process") == "1 process" and plural(2, "process") == "2 processes"
+    assert plural(0, "prompt") == "0 prompts" and plural(1, "line") == "1 line"

@@ -19,7 +19,7 @@ from typing import Any
 from cogvideo_cli.backends.diffusers import engine
 from cogvideo_cli.core.config import RunSettings
 from cogvideo_cli.core.errors import NotSupportedError, UsageError
-from cogvideo_cli.core.rules import Facts
+from cogvideo_cli.core.rules import Facts, check_values
 from cogvideo_cli.core.variants import get_variant
 from cogvideo_cli.core.workspace import Workspace
 from cogvideo_cli.launch.plan import LaunchPlan, Torchrun
@@ -36,6 +36,7 @@ def plan_run(s: RunSettings, ws: Workspace) -> tuple[LaunchPlan, Facts]:
             "extract-features runs on MindSpeed-MM only; the diffusers backend encodes "
             "videos and captions on the fly while it trains", value=s.kind,
             fix="train directly with --backend diffusers, or pass --backend mindspeed")
+    check_values(s)
     refuse_unsupported(s)
     if s.kind in ("train", "lora"):
         return _plan_train(s, ws)
@@ -48,7 +49,7 @@ def plan_run(s: RunSettings, ws: Workspace) -> tuple[LaunchPlan, Facts]:
 
 def _unsupported(s: RunSettings) -> list[tuple[str, Any, str]]:
     """(option, value, why) for every MindSpeed-MM-only option that was set."""
-    world = s.nproc_per_node or 1
+    world = _nproc(s)
     found = [
         ("--tp", s.tp, "it trains with plain data parallel (DDP)") if (s.tp or 1) > 1 else None,
         ("--pp", s.pp, "it has no pipeline parallel") if (s.pp or 1) > 1 else None,
@@ -96,6 +97,11 @@ def _process_options(s: RunSettings) -> list[tuple[str, Any, str] | None]:
         if not loopback else None,
         ("--single-host", True, "it runs on one node") if s.single_host else None,
     ]
+
+
+def _nproc(s: RunSettings) -> int:
+    """Processes on the one node: the chosen count (never a silently replaced 0), else 1."""
+    return 1 if s.nproc_per_node is None else s.nproc_per_node
 
 
 def refuse_unsupported(s: RunSettings) -> None:
@@ -183,7 +189,7 @@ def _plan_train(s: RunSettings, ws: Workspace) -> tuple[LaunchPlan, Facts]:
     model, transformer = resolve_model(s, ws)
     run_dir = _run_dir(s, s.kind, s.variant, ws)
     data_path, data_folder = _data(s, ws)
-    nproc = s.nproc_per_node or 1
+    nproc = _nproc(s)
     options: dict[str, Any] = {
         "steps": s.iters, "lr": s.lr, "seed": s.seed, "save_every": s.save_interval,
         "frames": s.frames, "height": s.height, "width": s.width}
@@ -240,7 +246,7 @@ def _plan_infer(s: RunSettings, ws: Workspace) -> tuple[LaunchPlan, Facts]:
     run_dir = _run_dir(s, "infer", s.variant, ws)
     if not s.prompts:
         raise UsageError("no prompts given", fix="pass --prompts FILE, one prompt a line")
-    nproc = s.nproc_per_node or 1
+    nproc = _nproc(s)
     options: dict[str, Any] = {"steps": s.steps, "guidance": s.guidance, "seed": s.seed,
                                "frames": s.frames, "height": s.height, "width": s.width,
                                "fps": s.fps}

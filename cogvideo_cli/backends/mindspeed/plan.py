@@ -7,6 +7,7 @@ to check out. It reads files (workspace, checkpoint layout) but writes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from cogvideo_cli.backends.mindspeed.render import (OPTIONAL_KEYS, InferValues, 
                                                     render_train)
 from cogvideo_cli.core.config import RunSettings, apply_overrides, parse_overrides
 from cogvideo_cli.core.errors import CogvxError, UsageError
-from cogvideo_cli.core.rules import Facts, pp_layers_for
+from cogvideo_cli.core.rules import Facts, check_values, pp_layers_for
 from cogvideo_cli.core.templates import dump_json, load_text
 from cogvideo_cli.core.variants import Variant, get_variant
 from cogvideo_cli.core.workspace import Workspace
@@ -88,10 +89,15 @@ def _checkpoint_layout(load: Path | None) -> tuple[int | None, list[int]]:
     return layout.tp, list(layout.pp_layers or [])
 
 
+def _given(value: Any, default: Any) -> Any:
+    """The chosen value, or the default when none was chosen; an explicit 0 stays 0."""
+    return default if value is None else value
+
+
 def _torchrun(s: RunSettings) -> Torchrun:
-    return Torchrun(nproc_per_node=s.nproc_per_node or DEFAULT_NPROC[s.kind],
+    return Torchrun(nproc_per_node=_given(s.nproc_per_node, DEFAULT_NPROC[s.kind]),
                     nnodes=s.nnodes, node_rank=s.node_rank, master_addr=s.master_addr,
-                    master_port=s.master_port or DEFAULT_PORTS[s.kind],
+                    master_port=_given(s.master_port, DEFAULT_PORTS[s.kind]),
                     python=s.python or sys.executable)
 
 
@@ -106,6 +112,7 @@ def _str(path: Path | None) -> str:
 
 def plan_run(s: RunSettings, ws: Workspace) -> tuple[LaunchPlan, Facts]:
     """Resolve, render and describe one run of kind train, lora, infer or extract."""
+    check_values(s)
     _refuse_diffusers_only(s)
     variant = get_variant(s.variant)
     if s.kind in ("train", "lora"):
@@ -135,6 +142,7 @@ def _refuse_diffusers_only(s: RunSettings) -> None:
 class _Layout:
     tp: int
     pp_layers: list[int]
+    pp_from_checkpoint: bool
     sp: bool
     encoder_dp: bool
     gbs: int
@@ -147,11 +155,12 @@ def _layout(s: RunSettings, variant: Variant, paths: _Paths, world: int) -> _Lay
     ck_tp, ck_layers = _checkpoint_layout(paths.load)
     notes = []
     preset_tp = variant.train.tp if s.kind == "train" else 1
-    tp = s.tp or ck_tp or preset_tp
+    tp = _given(s.tp, ck_tp or preset_tp)
     if s.tp is None and ck_tp:
         notes.append(f"TP {tp} taken from the checkpoint layout")
     pp_layers = pp_layers_for(variant, s.pp, s.pp_layers, ck_layers)
-    if s.pp and s.pp > 1 and not s.pp_layers and pp_layers == ck_layers:
+    from_checkpoint = not s.pp_layers and len(pp_layers) > 1 and pp_layers == ck_layers
+    if s.pp and s.pp > 1 and from_checkpoint:
         notes.append(f"stage sizes {pp_layers} taken from the checkpoint layout")
     pp = max(1, len(pp_layers))
     sp = (tp > 1 and s.kind == "train") if s.sp is None else s.sp
@@ -160,9 +169,9 @@ def _layout(s: RunSettings, variant: Variant, paths: _Paths, world: int) -> _Lay
         encoder_dp = (variant.train.enable_encoder_dp and pp == 1 and not s.features
                       and not s.layerzero and s.vae_cp == 1)
     dp = max(1, world // max(1, tp * pp * s.cp))
-    grad_acc = s.grad_acc or (variant.train.grad_acc if s.kind == "train" else 1)
-    gbs = s.gbs or s.mbs * grad_acc * dp
-    return _Layout(tp, pp_layers, sp, bool(encoder_dp), gbs, dp, notes)
+    grad_acc = _given(s.grad_acc, variant.train.grad_acc if s.kind == "train" else 1)
+    gbs = _given(s.gbs, s.mbs * grad_acc * dp)
+    return _Layout(tp, pp_layers, from_checkpoint, sp, bool(encoder_dp), gbs, dp, notes)
 
 
 def _plan_train(s: RunSettings, ws: Workspace, variant: Variant) -> tuple[LaunchPlan, Facts]:
@@ -171,17 +180,13 @@ def _plan_train(s: RunSettings, ws: Workspace, variant: Variant) -> tuple[Launch
     paths = _resolve_paths(s, ws, run_dir)
     torchrun = _torchrun(s)
     lay = _layout(s, variant, paths, torchrun.world_size)
-    frames = s.frames or variant.train.frames
-    height, width = s.height or variant.train.height, s.width or variant.train.width
-    values = TrainValues(
-        frames=frames, height=height, width=width, text_length=variant.train.text_length,
-        mbs=s.mbs, pp_layers=lay.pp_layers, vae_cp=s.vae_cp, encoder_dp=lay.encoder_dp,
-        vae=_str(paths.vae), t5=_str(paths.t5), tokenizer=_str(paths.tokenizer),
-        data_path=_str(paths.data_path), data_folder=_str(paths.data_folder),
-        features=paths.features is not None)
-    docs = render_train(variant, values)
-    docs["args"] = _train_args(s, variant, lay, paths, run_dir)
-    apply_overrides(docs, parse_overrides(s.overrides), "model", OPTIONAL_KEYS)
+    docs = _render_train(s, variant, lay, paths, run_dir)
+    sized = _effective_variant(variant, docs["model"]["predictor"])
+    if sized != variant:
+        # --set changed the model's size: derive the stages and layer counts from it
+        variant = sized
+        lay = _layout(s, variant, paths, torchrun.world_size)
+        docs = _render_train(s, variant, lay, paths, run_dir)
     args = docs.pop("args")
     files = {f"{name}.json": dump_json(doc) for name, doc in docs.items()}
     if s.layerzero:
@@ -197,16 +202,34 @@ def _plan_train(s: RunSettings, ws: Workspace, variant: Variant) -> tuple[Launch
     return plan, facts
 
 
+def _render_train(s: RunSettings, variant: Variant, lay: _Layout, paths: _Paths,
+                  run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The model, data, tools and args documents, with the --set overrides applied."""
+    values = TrainValues(
+        frames=_given(s.frames, variant.train.frames),
+        height=_given(s.height, variant.train.height),
+        width=_given(s.width, variant.train.width), text_length=variant.train.text_length,
+        mbs=s.mbs, pp_layers=lay.pp_layers, vae_cp=s.vae_cp, encoder_dp=lay.encoder_dp,
+        vae=_str(paths.vae), t5=_str(paths.t5), tokenizer=_str(paths.tokenizer),
+        data_path=_str(paths.data_path), data_folder=_str(paths.data_folder),
+        features=paths.features is not None)
+    docs = render_train(variant, values)
+    docs["args"] = _train_args(s, variant, lay, paths, run_dir)
+    apply_overrides(docs, parse_overrides(s.overrides), "model", OPTIONAL_KEYS)
+    return docs
+
+
 def _train_args(s: RunSettings, variant: Variant, lay: _Layout, paths: _Paths,
                 run_dir: Path) -> dict[str, Any]:
+    lr = _given(s.lr, variant.train.lr)
     a = margs.TrainArgs(
         variant=variant.name, tp=lay.tp, pp=max(1, len(lay.pp_layers)), cp=s.cp, mbs=s.mbs,
-        gbs=lay.gbs, lr=s.lr if s.lr is not None else variant.train.lr,
-        min_lr=s.min_lr if s.min_lr is not None else (s.lr or variant.train.lr),
-        iters=s.iters or variant.train.iters, load=_str(paths.load), save=str(paths.save),
-        mm_data=str(run_dir / "data.json"), mm_model=str(run_dir / "model.json"),
-        mm_tool=str(run_dir / "tools.json"), num_layers=variant.num_layers, sp=lay.sp,
-        seed=s.seed, save_interval=s.save_interval or 10000,
+        gbs=lay.gbs, lr=lr, min_lr=_given(s.min_lr, lr),
+        iters=_given(s.iters, variant.train.iters), load=_str(paths.load),
+        save=str(paths.save), mm_data=str(run_dir / "data.json"),
+        mm_model=str(run_dir / "model.json"), mm_tool=str(run_dir / "tools.json"),
+        num_layers=variant.num_layers, sp=lay.sp, seed=s.seed,
+        save_interval=_given(s.save_interval, 10000),
         layerzero_config=str(run_dir / "layerzero.yaml") if s.layerzero else None,
         lora={"r": s.lora_r, "alpha": s.lora_alpha, "dropout": s.lora_dropout,
               "target_modules": s.lora_target_modules})
@@ -220,11 +243,40 @@ def _layerzero_yaml(zero3_size: int | None) -> str:
     return text
 
 
+# predictor keys that size the model's tensors: the checkpoint check must see their values
+SHAPE_KEYS = ("num_layers", "num_heads", "head_dim", "in_channels", "out_channels",
+              "time_embed_dim", "text_hidden_size", "ofs_embed_dim", "patch_size")
+
+
 def _effective_variant(variant: Variant, predictor: dict[str, Any]) -> Variant:
     """The variant with the sizes the rendered config really has (after --set)."""
-    return variant.with_size(num_layers=predictor.get("num_layers"),
-                             num_heads=predictor.get("num_heads"),
-                             head_dim=predictor.get("head_dim"))
+    changes = {}
+    for key in SHAPE_KEYS:
+        if key in predictor:
+            value = _shape_value(key, predictor[key])
+            if value != getattr(variant, key):
+                changes[key] = value
+    return dataclasses.replace(variant, **changes) if changes else variant
+
+
+def _shape_value(key: str, value: Any) -> Any:
+    """A size from the config: a positive integer, three for patch_size; else a usage error."""
+    if key == "ofs_embed_dim" and value is None:
+        return None  # t2v models have no ofs embedding
+    if key == "patch_size":
+        if isinstance(value, list) and len(value) == 3 and all(map(_positive_int, value)):
+            return tuple(value)
+        what = "a list of three positive integers"
+    elif _positive_int(value):
+        return value
+    else:
+        what = "a positive integer"
+    raise UsageError(f"predictor.{key} {value!r} is not {what}", value=value,
+                     fix=f"--set predictor.{key}=... with {what}")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _dtypes(docs: dict[str, dict]) -> dict[str, Any]:
@@ -249,6 +301,8 @@ def _train_facts(s: RunSettings, variant: Variant, plan: LaunchPlan, docs: dict,
         node_rank=s.node_rank, master_addr=s.master_addr, single_host=s.single_host,
         tp=plan.args.get("tensor-model-parallel-size", lay.tp),
         pp_layers=list(predictor.get("pipeline_num_layers") or lay.pp_layers),
+        pp_from_checkpoint=(lay.pp_from_checkpoint and predictor.get("pipeline_num_layers")
+                            == lay.pp_layers),
         cp=plan.args.get("context-parallel-size", s.cp), sp=bool(plan.args.get(
             "sequence-parallel")), sp_requested=bool(s.sp), vae_cp=model["ae"]["cp_size"],
         encoder_dp=bool(model.get("enable_encoder_dp")), layerzero=s.layerzero,
@@ -291,19 +345,18 @@ def _plan_infer(s: RunSettings, ws: Workspace, variant: Variant) -> tuple[Launch
     out = Path(s.out).expanduser().absolute() if s.out else run_dir / "samples"
     prompts = Path(s.prompts).expanduser().absolute() if s.prompts else None
     images = Path(s.images).expanduser().absolute() if s.images else None
-    frames = s.frames or preset.frames
-    height, width = s.height or preset.height, s.width or preset.width
     values = InferValues(
-        frames=frames, height=height, width=width, steps=s.steps or preset.steps,
-        guidance=s.guidance if s.guidance is not None else preset.guidance,
-        fps=s.fps or preset.fps, vae=_str(paths.vae), t5=_str(paths.t5),
+        frames=_given(s.frames, preset.frames), height=_given(s.height, preset.height),
+        width=_given(s.width, preset.width), steps=_given(s.steps, preset.steps),
+        guidance=_given(s.guidance, preset.guidance), fps=_given(s.fps, preset.fps),
+        vae=_str(paths.vae), t5=_str(paths.t5),
         tokenizer=_str(paths.tokenizer or paths.t5), prompts=str(run_dir / "prompts.txt"),
         images=str(run_dir / "images.txt") if variant.is_i2v else None,
         save_path=str(out) + "/")
     docs = render_infer(variant, values)
     docs["args"] = margs.infer_args(world=torchrun.world_size, load=_str(paths.load),
                                     mm_model=str(run_dir / "inference.json"),
-                                    seed=s.seed if s.seed is not None else preset.seed)
+                                    seed=_given(s.seed, preset.seed))
     apply_overrides(docs, parse_overrides(s.overrides), "inference", OPTIONAL_KEYS)
     args = docs.pop("args")
     files = {"inference.json": dump_json(docs["inference"])}
@@ -362,8 +415,8 @@ def _plan_extract(s: RunSettings, ws: Workspace,
                           tokenizer=_str(paths.tokenizer), data_path=_str(paths.data_path),
                           data_folder=_str(paths.data_folder), save_path=str(out))
     pre = docs["data"]["dataset_param"]["preprocess_parameters"]
-    frames = s.frames or (variant.train.frames if variant.version == "1.5" else None)
-    if frames:
+    frames = _given(s.frames, variant.train.frames if variant.version == "1.5" else None)
+    if frames is not None:
         # the 25-frame default gives 7 latents: odd, unusable for 1.5 training
         pre["num_frames"] = docs["model"]["frames"] = frames
     docs["args"] = margs.extract_args(world=torchrun.world_size, mbs=s.mbs,
