@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -186,7 +187,7 @@ def _sidecar(report: dict, source: Source, digests: dict) -> dict:
         "kind": SIDECAR_KIND, "version": 1, "cogvx_version": __version__,
         "variant": report["variant"], "dims": report["dims"], "tp": report["tp"],
         "pp_layers": report["pp_layers"], "iteration": "release", "dtype": report["dtype"],
-        "source": {"format": source.format, "path": str(source.path),
+        "source": {"format": source.format, "path": os.path.abspath(source.path),
                    "iteration": source.meta.get("iteration")},
         "hf_config": source.meta.get("hf_config"), "files": digests, "notes": report["notes"],
     }

@@ -52,8 +52,8 @@ def find_hf_dir(path: Path) -> Path:
         if any(path.glob("*.bin")):
             raise NotSupportedError(f"{path} holds .bin weights; cogvx reads safetensors only",
                                     fix="re-save the model with safe_serialization=True")
-        raise CheckpointError(f"{path} holds no .safetensors weights",
-                              fix="pass the transformer/ folder of a diffusers model")
+        raise UsageError(f"{path} holds no .safetensors weights", value=str(path),
+                         fix="pass the transformer/ folder of a diffusers model")
     return path
 
 

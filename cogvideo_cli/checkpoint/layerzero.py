@@ -51,10 +51,15 @@ EMPTY_SAVE_FIX = (
 def find_iteration(source: Path, iteration: int | None = None) -> tuple[int, Path, list[int]]:
     """(iteration, its folder, every iteration present) of a save folder or iter_* folder."""
     source = Path(source)
-    if not source.is_dir():
-        raise CheckpointError(f"the LayerZero save {source} "
-                              f"{'is not a folder' if source.exists() else 'does not exist'}",
+    # as in the other convert commands: a missing path is a failure (1), an existing path
+    # of the wrong kind a usage error (2)
+    if not source.exists():
+        raise CheckpointError(f"the LayerZero save {source} does not exist",
                               fix="pass the run's save folder (it holds iter_* folders)")
+    if not source.is_dir():
+        raise UsageError(f"the LayerZero save {source} is a file, not a folder",
+                         value=str(source),
+                         fix="pass the run's save folder (it holds iter_* folders)")
     match = _ITER_DIR.match(source.name)
     if match and any(_RANK_FILE.match(p.name) for p in source.iterdir()):
         found = int(match.group(1))
@@ -67,9 +72,10 @@ def find_iteration(source: Path, iteration: int | None = None) -> tuple[int, Pat
     if not folders:
         hint = " (it holds mp_rank_* folders: a Megatron save)" \
             if any(source.glob("mp_rank_*")) or any(source.glob("*/mp_rank_*")) else ""
-        raise CheckpointError(f"{source} holds no iter_* folders of a LayerZero save{hint}",
-                              fix="pass the LayerZero run's save folder; convert Megatron "
-                                  "saves with cogvx convert resplit")
+        raise UsageError(f"{source} holds no iter_* folders of a LayerZero save{hint}",
+                         value=str(source), fix="pass the LayerZero run's save folder; "
+                                                "convert Megatron saves with cogvx convert "
+                                                "resplit")
     if iteration is None:
         iteration = max(folders)
     elif iteration not in folders:

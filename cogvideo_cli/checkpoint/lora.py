@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,7 +318,19 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def _unprefixed(config: dict) -> dict:
+    """PEFT keys without diffusers' ``transformer.`` prefix.
+
+    ``save_lora_weights(transformer_lora_adapter_metadata=...)`` stores ``{"r": 4}`` as
+    ``{"transformer.r": 4}``; PEFT's own ``adapter_config.json`` has no prefix.
+    """
+    prefixed = {k.removeprefix("transformer."): v for k, v in config.items()
+                if k.startswith("transformer.")}
+    return {**config, **prefixed}
+
+
 def _peft_record(config: dict | None, origin: str) -> Record | None:
+    config = _unprefixed(config) if isinstance(config, dict) else None
     if not config or config.get("r") is None or config.get("lora_alpha") is None:
         return None
     if config.get("rank_pattern") or config.get("alpha_pattern"):
@@ -337,7 +350,12 @@ def hf_record(file: Path) -> Record | None:
         return Record(int(data["rank"]), float(data["alpha"]), str(cogvx))
     with safe_open(str(file), framework="pt") as handle:
         raw = (handle.metadata() or {}).get("lora_adapter_metadata")
-    found = _peft_record(json.loads(raw) if raw else None, f"the metadata of {file}")
+    try:
+        meta = json.loads(raw) if raw else None
+    except ValueError:
+        log.warning("the lora_adapter_metadata of %s is not JSON; ignoring it", file)
+        meta = None
+    found = _peft_record(meta, f"the metadata of {file}")
     if found:
         return found
     peft = file.parent / "adapter_config.json"
@@ -354,6 +372,76 @@ def mm_record(path: Path) -> Record | None:
     if not saved or Path(saved).resolve() != Path(path).resolve():
         return None
     return Record(int(data["lora_r"]), float(data["lora_alpha"]), str(settings))
+
+
+# --- where a LoRA came from ----------------------------------------------------------------
+
+def _save_folder(lora: Path) -> Path:
+    """The folder a run saved its LoRA into: the folder itself, or the file's folder."""
+    lora = Path(lora)
+    return lora.parent if lora.suffix == ".safetensors" else lora
+
+
+def _same_path(a: Any, b: Path) -> bool:
+    return bool(a) and Path(str(a)).expanduser().resolve() == Path(b).resolve()
+
+
+def recorded_base(lora: Path) -> tuple[Path, str] | None:
+    """(base, the record naming it) for a LoRA a cogvx run saved; None when none says.
+
+    The run folder's records are read first: ``settings.json`` (``lora_base``, else the
+    MM ``resolved_paths.load``) and the diffusers ``run_config.json`` (``transformer``,
+    else ``model``), when they name ``lora``'s folder as the run's output. Then the
+    ``lora.json`` beside a diffusers LoRA (``base_model``, the pipeline it trained): it
+    travels with a copied LoRA, but it does not know a separately given transformer.
+    """
+    folder = _save_folder(lora)
+    run = folder.parent
+    settings = run / "settings.json"
+    config = run / "run_config.json"
+    data = _read_json(settings) if settings.is_file() else None
+    worker = _read_json(config) if config.is_file() else None
+    paths = (data or {}).get("resolved_paths") or {}
+    ours = _same_path(paths.get("save"), folder) or \
+        _same_path((worker or {}).get("output"), folder)
+    if ours and data and data.get("kind") == "lora":
+        base = data.get("lora_base") or paths.get("load")
+        if base:
+            return Path(str(base)), str(settings)
+    if ours and worker and worker.get("kind") == "lora":
+        base = worker.get("transformer") or worker.get("model")
+        if base:
+            return Path(str(base)), str(config)
+    record = folder / COGVX_LORA_RECORD
+    data = _read_json(record) if record.is_file() else None
+    if data and data.get("base_model"):
+        return Path(str(data["base_model"])), str(record)
+    return None
+
+
+def merge_record(base: Path) -> tuple[Path, str | None] | None:
+    """(record, the base it was merged into) when ``base`` is a merge-lora output.
+
+    A diffusers output holds ``merge.json`` (``base``); an MM output's sidecar has a
+    ``lora`` entry, and its ``source`` names the base.
+    """
+    from cogvideo_cli.checkpoint.layout import read_sidecar, sidecar_path
+
+    base = Path(base)
+    for folder in (base, base / "transformer"):
+        record = folder / MERGE_RECORD
+        if record.is_file():
+            data = _read_json(record) or {}
+            original = data.get("base")
+            return record, original if isinstance(original, str) else None
+    try:
+        sidecar = read_sidecar(base)
+    except CheckpointError:
+        return None  # unreadable: cogvx cannot tell, and checks the tensors later
+    if sidecar and sidecar.get("lora"):
+        source = sidecar.get("source")
+        return sidecar_path(base), source.get("path") if isinstance(source, dict) else None
+    return None
 
 
 def _check_number(flag: str, value: float | None, positive: bool = True) -> None:
@@ -439,8 +527,10 @@ def _finish(stats: Stats, lora: LoraSet, scaling: Scaling) -> dict:
 
 def _base_report(lora: LoraSet, scaling: Scaling, base: Path, target: Path,
                  dry_run: bool) -> dict:
-    return {"dry_run": dry_run, "base": str(base), "lora": str(lora.path),
-            "lora_format": lora.format, "lora_layout": lora.layout, "target": str(target),
+    # absolute, so merge.json and the sidecar still name them when read from elsewhere
+    return {"dry_run": dry_run, "base": os.path.abspath(base),
+            "lora": os.path.abspath(lora.path), "lora_format": lora.format,
+            "lora_layout": lora.layout, "target": os.path.abspath(target),
             "rank": scaling.rank, "alpha": scaling.alpha, "scale": scaling.scale,
             "effective_scale": scaling.effective, "rank_alpha_from": scaling.origin,
             "modules": len(lora.factors), "notes": []}
@@ -683,6 +773,10 @@ def merge_lora(base: Path, lora: Path, target: Path, **options) -> dict:
     """Merge into an MM or diffusers base, whichever ``base`` is (see :func:`merge_mm`)."""
     fmt, folder = base_format(base)
     lora = Path(lora)
+    if not lora.exists():  # else a missing path reads as "not a diffusers LoRA", i.e. MM
+        raise CheckpointError(f"the LoRA {lora} does not exist", value=str(lora),
+                              fix="check the --lora path: the LoRA run's save folder "
+                                  "or its pytorch_lora_weights.safetensors")
     is_hf = lora.suffix == ".safetensors" or any((lora / n).is_file() for n in HF_LORA_FILES)
     if (fmt == "mm") == is_hf:
         other = "MindSpeed-MM" if fmt == "diffusers" else "diffusers"

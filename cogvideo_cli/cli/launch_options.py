@@ -71,15 +71,17 @@ SaveInterval = Annotated[Optional[int], typer.Option(
     "--save-interval", min=1, help="Save every N iterations (and at the end).", rich_help_panel=_B)]
 Resume = Annotated[Optional[Path], typer.Option(
     "--resume", help="diffusers: continue from a checkpoints/step-N folder or a run "
-    "directory's newest one.", rich_help_panel=_B)]
+    "directory's newest one; its model, LoRA rank and alpha and process count are kept.",
+    rich_help_panel=_B)]
 Frames = Annotated[Optional[int], typer.Option("--frames", min=1, help="Frames per clip (4k+1).",
                                                rich_help_panel=_C)]
 Height = Annotated[Optional[int], typer.Option("--height", min=16, help="Height (multiple of 16).",
                                                rich_help_panel=_C)]
 Width = Annotated[Optional[int], typer.Option("--width", min=16, help="Width (multiple of 16).",
                                               rich_help_panel=_C)]
-Load = Annotated[Optional[Path], typer.Option("--load", help="MindSpeed-MM checkpoint.",
-                                              rich_help_panel=_D)]
+Load = Annotated[Optional[Path], typer.Option(
+    "--load", help="MindSpeed-MM: a checkpoint folder; diffusers: a pipeline folder, or a "
+    "transformer folder (convert / merge-lora / train output).", rich_help_panel=_D)]
 Save = Annotated[Optional[Path], typer.Option(
     "--save", help="Where checkpoints go (default: RUN_DIR/checkpoints).", rich_help_panel=_D)]
 Data = Annotated[Optional[Path], typer.Option("--data", help="data.jsonl.",
@@ -155,12 +157,19 @@ def word_list(values: list[str] | None) -> list[str] | None:
 
 def default_variant(given: str | None, workspace) -> str:
     """The variant: given, else the workspace's, else the checkpoint's or weights'."""
+    return variant_and_source(given, workspace)[0]
+
+
+def variant_and_source(given: str | None, workspace) -> tuple[str, str | None]:
+    """The variant and where it came from (None: --variant), for messages that say so."""
     from cogvideo_cli.core.errors import UsageError
 
-    for value in (given, workspace.get("workspace", "variant"),
-                  workspace.get("checkpoint", "variant"), workspace.get("weights", "variant")):
+    if given:
+        return given, None
+    for section in ("workspace", "checkpoint", "weights"):
+        value = workspace.get(section, "variant")
         if value:
-            return value
+            return value, f"the workspace's [{section}] variant"
     raise UsageError("no variant given and none recorded in the workspace",
                      fix="pass --variant t2v-1.0 (or i2v-1.0, t2v-1.5, i2v-1.5)")
 

@@ -13,7 +13,8 @@ from cogvideo_cli.core.errors import UsageError
 
 Base = Annotated[Path | None, typer.Option(
     "--base", help="MindSpeed-MM checkpoint folder or diffusers transformer/ folder "
-                   "(default: the workspace's checkpoint).")]
+                   "(default: the base the LoRA's run recorded, else the workspace's; "
+                   "never a merge-lora output).")]
 Lora = Annotated[Path | None, typer.Option(
     "--lora", help="LoRA save folder of a MindSpeed-MM run, or a diffusers / PEFT LoRA "
                    "file or folder (default: the workspace's last LoRA run).")]
@@ -47,26 +48,62 @@ def _recorded(lora: Path | None):
     return lora, None
 
 
-def _base(base: Path | None, lora: Path) -> Path:
+def _base(base: Path | None, lora: Path) -> tuple[Path, str]:
+    """The base to merge into and where it came from: --base, the LoRA's own run, the
+    workspace's last LoRA run, then the workspace's checkpoint."""
+    from cogvideo_cli.checkpoint.lora import recorded_base
+
     if base is not None:
-        return base
+        return base, "--base"
+    found = recorded_base(lora)
+    if found is not None:
+        return _existing(*found)
+
     ws = STATE.load_workspace()
     saved, trained_on = ws.path_value("runs", "lora_save"), ws.path_value("runs", "lora_base")
-    # the workspace's last LoRA run knows its own base (a diffusers LoRA's is no MM checkpoint)
-    if saved is not None and trained_on is not None and \
-            Path(lora).resolve() == saved.resolve():
-        return trained_on
+    if trained_on is not None:
+        if saved is not None and Path(lora).resolve() == saved.resolve():
+            return _existing(trained_on, f"[runs] lora_base in {ws.path}")
+        # another LoRA's base: likely the same model, but it may be a merge output
+        return _not_merged(*_existing(trained_on, f"[runs] lora_base in {ws.path} (the "
+                                                  "base of the workspace's last LoRA run)"))
     found = ws.path_value("checkpoint", "path")
     if found is None:
-        raise UsageError("no --base given, and the workspace records no checkpoint",
+        raise UsageError(f"no --base given, and neither {lora}'s run nor the workspace "
+                         "records the checkpoint it was trained on", value=str(lora),
                          fix="pass --base PATH (the checkpoint the LoRA was trained on)")
-    return found
+    return _not_merged(*_existing(found, f"[checkpoint] path in {ws.path}"))
+
+
+def _existing(base: Path, origin: str) -> tuple[Path, str]:
+    if not base.exists():
+        raise UsageError(f"no --base given, and the base {origin} names, {base}, does not "
+                         "exist", value=str(base),
+                         fix="pass --base PATH (the checkpoint the LoRA was trained on)")
+    return base, origin
+
+
+def _not_merged(base: Path, origin: str) -> tuple[Path, str]:
+    """A default base that is itself a merge output would stack one LoRA on another."""
+    from cogvideo_cli.checkpoint.lora import merge_record
+
+    found = merge_record(base)
+    if found is None:
+        return base, origin
+    record, original = found
+    raise UsageError(
+        f"no --base given, and the default base {base} (from {origin}) is itself a "
+        f"merge-lora output ({record}): merging into it would add this LoRA on top of "
+        "the one already merged", value=str(base),
+        fix=f"pass --base {original or 'PATH'} (the checkpoint the LoRA was trained on); "
+            "pass the merged folder as --base only to stack LoRAs on purpose")
 
 
 def _render(result: dict) -> None:
     head = "Plan" if result["dry_run"] else "Merged"
     STATE.out.print(f"{head}: {result['lora']} into {result['base']} -> {result['target']}",
                     markup=False)
+    STATE.out.print(f"  base from {result['base_from']}", markup=False)
     STATE.out.print(f"  effective scale {result['effective_scale']:g} = scale "
                     f"{result['scale']:g} x alpha {result['alpha']:g} / rank "
                     f"{result['rank']} (rank and alpha from {result['rank_alpha_from']})",
@@ -104,11 +141,12 @@ def merge_lora(base: Base = None, lora: Lora = None, target: Target = None,
     from cogvideo_cli.checkpoint import lora as engine
 
     lora_path, record = _recorded(lora)
-    base_path = _base(base, lora_path)
+    base_path, base_from = _base(base, lora_path)
     out = target or STATE.load_workspace().root / "checkpoints" / f"{base_path.name}-merged"
     result = engine.merge_lora(base_path, lora_path, out, rank=lora_rank, alpha=lora_alpha,
                                scale=scale, record=record, force=force, dry_run=dry_run,
                                trust=trust_checkpoint, reporter=STATE.reporter())
+    result["base_from"] = base_from
     _record(result)
     emit(result, _render)
     for note in result.get("notes", []):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -151,8 +152,15 @@ def _show_error(exc: CogvxError) -> None:
     STATE.err.print(Text("Error: ", style="bold red") + Text(str(exc)), soft_wrap=True)
 
 
+def _signal_name(exc: KeyboardInterrupt) -> str:
+    return signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
+
+
 def guarded(func: Callable) -> Callable:
     """The one error handler: exit 2 for usage errors, 1 for failures, 130 on Ctrl-C.
+
+    SIGTERM and SIGHUP during a run exit 143 and 129 (128 + signal), like Ctrl-C otherwise;
+    with --json each of these prints a JSON error object on stdout.
 
     Tracebacks are shown only with --debug.
     """
@@ -168,9 +176,16 @@ def guarded(func: Callable) -> Callable:
                 traceback.print_exc(file=sys.stderr)
             _show_error(exc)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            # Ctrl-C, or SIGTERM / SIGHUP during a run (launch.supervise.Stopped)
+            code = 128 + getattr(exc, "signum", signal.SIGINT)
+            if STATE.json:
+                print(json.dumps({"error": "Interrupted", "kind": "interrupted",
+                                  "message": f"interrupted ({_signal_name(exc)})",
+                                  "value": None, "fix": None, "exit_code": code}),
+                      file=sys.stdout, flush=True)
             STATE.err.print("Interrupted; nothing half-written was kept.", markup=False)
-            raise typer.Exit(130) from None
+            raise typer.Exit(code) from None
         except Exception as exc:  # an internal bug: say so plainly
             if STATE.debug:
                 traceback.print_exc(file=sys.stderr)

@@ -76,7 +76,10 @@ def prepare_data(
 
     state = output.STATE
     ws = state.load_workspace()
-    chosen = get_variant(variant or ws.get("workspace", "variant") or "t2v-1.0")
+    chosen, variant_from = _variant(variant, ws)
+    if variant_from:
+        state.hint(f"checking the videos for {chosen.name} ({variant_from}); pass --variant to "
+                   "choose another")
     settings = SamplingSettings.for_variant(
         chosen, frames=frames, train_fps=train_fps, skip_frames=skip_frames,
         height=height, width=width)
@@ -93,6 +96,23 @@ def prepare_data(
         output.emit(_result(report), _render)
     engine.check_usable(report)
     state.hint("next: cogvx train (data_path and data_folder are in cogvx.toml)")
+
+
+def _variant(given: str | None, ws):
+    """The variant to check for and where it came from (None: --variant).
+
+    The workspace's own choice first, then the model's (``[weights]``, e.g. after
+    ``cogvx tiny-model``), then the checkpoint's, then t2v-1.0.
+    """
+    from cogvideo_cli.core.variants import get_variant
+
+    if given:
+        return get_variant(given), None
+    for section in ("workspace", "weights", "checkpoint"):
+        value = ws.get(section, "variant")
+        if value:
+            return get_variant(value), f"the workspace's [{section}] variant"
+    return get_variant("t2v-1.0"), "the default: the workspace records no variant"
 
 
 def _cache():

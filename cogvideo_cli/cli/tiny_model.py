@@ -41,9 +41,16 @@ def _render(result: dict) -> None:
         f"  {result['pipeline']} {result['variant']}, RANDOM WEIGHTS (seed {result['seed']})\n"
         f"  parameters: transformer {params['transformer']:,}, vae {params['vae']:,}, "
         f"text encoder {params['text_encoder']:,}\n"
-        f"  default clip: {clip['frames']} frames at {clip['height']}x{clip['width']}, "
-        f"{clip['fps']} fps", markup=False, highlight=False)
+        f"  default clip: {_frames(result['variant'], clip['frames'])} at "
+        f"{clip['height']}x{clip['width']}, {clip['fps']} fps", markup=False, highlight=False)
     output.STATE.hint("recorded as [weights] diffusers in cogvx.toml")
+
+
+def _frames(variant: str, train: int) -> str:
+    """1.5 trains on an even latent count (4k+1 frames) but samples 8k+1 (four more)."""
+    if variant.endswith("-1.5"):
+        return f"{train} frames to train, {train + 4} to infer"
+    return f"{train} frames"
 
 
 def register(app: typer.Typer) -> None:

@@ -26,8 +26,9 @@ def _settings(kind: str, values: dict):
     targets = o.word_list(values.pop("lora_target_modules", None))
     fields = dict(values)
     fields["backend"] = values["backend"] or "auto"
+    variant, variant_source = o.variant_and_source(values["variant"], workspace)
     fields.update(
-        kind=kind, variant=o.default_variant(values["variant"], workspace),
+        kind=kind, variant=variant, variant_source=variant_source,
         pp_layers=pp_layers, features=_s(features), env=parse_env(values["env"] or []),
         overrides=list(values["overrides"] or []))
     for key in ("load", "save", "data_path", "data_folder", "vae", "t5", "tokenizer",
@@ -68,17 +69,30 @@ def train(
     o.execute(_settings("train", values), force, dry_run)
 
 
-LoraR = Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")]
-LoraAlpha = Annotated[float, typer.Option("--lora-alpha", min=0.0, help="LoRA alpha.")]
+LoraR = Annotated[Optional[int], typer.Option(
+    "--lora-r", min=1, help="LoRA rank (default 128; with --resume: the resumed run's).",
+    show_default=False)]
+LoraAlpha = Annotated[Optional[float], typer.Option(
+    "--lora-alpha", min=0.0, help="LoRA alpha (default 64; with --resume: the resumed "
+    "run's).", show_default=False)]
+
+
+def _dropout(value: float) -> float:
+    """A probability below 1 (click's ranges cannot say "< 1" without a misleading bound)."""
+    if not 0.0 <= value < 1.0:  # NaN fails too
+        raise typer.BadParameter(f"{value} is not a probability in [0, 1); use e.g. 0.0 or 0.1")
+    return value
+
+
 LoraDropout = Annotated[float, typer.Option(
-    "--lora-dropout", min=0.0, max=1.0, help="LoRA dropout, 0 <= p < 1.")]
+    "--lora-dropout", callback=_dropout, help="LoRA dropout, 0 <= p < 1.")]
 LoraTargets = Annotated[Optional[list[str]], typer.Option(
     "--lora-target-modules", help="Module name suffixes (default: proj_qkv proj_out).")]
 
 
 def lora(
     variant: o.Variant = None, backend: o.Backend = None,
-    lora_r: LoraR = 128, lora_alpha: LoraAlpha = 64.0, lora_dropout: LoraDropout = 0.0,
+    lora_r: LoraR = None, lora_alpha: LoraAlpha = None, lora_dropout: LoraDropout = 0.0,
     lora_target_modules: LoraTargets = None,
     tp: o.TP = None, pp: o.PP = None, pp_layers: o.PPLayers = None, cp: o.CP = 1,
     sp: o.SP = None, vae_cp: o.VaeCP = 1, encoder_dp: o.EncoderDP = None,

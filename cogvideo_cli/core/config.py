@@ -29,6 +29,9 @@ class RunSettings:
     kind: str = "train"  # train, lora, infer or extract
     backend: str = "mindspeed"  # mindspeed, diffusers, or auto (chosen at planning)
     variant: str = "t2v-1.0"
+    # where ``variant`` came from when nobody passed --variant, e.g. "the workspace's
+    # [workspace] variant"; None: --variant (or the Python caller) chose it
+    variant_source: str | None = None
     # parallel layout
     tp: int | None = None
     pp: int | None = None
@@ -73,8 +76,8 @@ class RunSettings:
     single_host: bool = False
     python: str | None = None
     # LoRA
-    lora_r: int = 128
-    lora_alpha: float = 64
+    lora_r: int | None = None  # default 128 (diffusers --resume: the resumed run's)
+    lora_alpha: float | None = None  # default 64 (diffusers --resume: the resumed run's)
     lora_dropout: float = 0.0
     lora_target_modules: list[str] = field(default_factory=lambda: ["proj_qkv", "proj_out"])
     # inference

@@ -159,7 +159,7 @@ def value_learning_rate(s: RunSettings) -> Problem | None:
 
 def value_lora(s: RunSettings) -> Problem | None:
     """LoRA alpha is finite and positive; dropout is a probability below 1."""
-    if not (math.isfinite(s.lora_alpha) and s.lora_alpha > 0):
+    if s.lora_alpha is not None and not (math.isfinite(s.lora_alpha) and s.lora_alpha > 0):
         return Problem(f"--lora-alpha {s.lora_alpha} is not a positive number",
                        "use e.g. --lora-alpha 64 (scale = alpha / rank)", s.lora_alpha)
     if not (math.isfinite(s.lora_dropout) and 0 <= s.lora_dropout < 1):

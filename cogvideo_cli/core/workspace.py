@@ -47,7 +47,7 @@ SCHEMA: dict[str, dict[str, tuple[type, str]]] = {
         "variant": (str, "variant of that checkpoint"),
         "tp": (int, "its tensor-parallel size"),
         "pp_layers": (list, "its pipeline stage sizes"),
-        "hf": (str, "last diffusers transformer written by convert mm-to-hf"),
+        "hf": (str, "last diffusers transformer written by convert mm-to-hf or merge-lora"),
     },
     "data": {
         "data_path": (str, "data.jsonl prepare-data wrote"),

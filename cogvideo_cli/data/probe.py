@@ -26,7 +26,7 @@ from cogvideo_cli.core.progress import SILENT, Reporter
 from cogvideo_cli.data.cache import ProbeCache
 from cogvideo_cli.data.pool import Outcome, run_isolated
 
-PROBE_VERSION = 1
+PROBE_VERSION = 2  # 2: decord get_batch is tried (batch_error)
 DEFAULT_TIMEOUT = 120.0
 
 
@@ -101,15 +101,30 @@ def _probe_av(path: str) -> dict:
 
 
 def _probe_decord(path: str) -> dict:
-    """What MindSpeed-MM's ``DecordVideo`` sees: ``len()`` and ``get_avg_fps()``.
+    """What MindSpeed-MM's ``DecordVideo`` sees: ``len()``, ``get_avg_fps()``, and whether
+    ``get_batch`` (how it reads clips) returns RGB frames.
 
     Frame sizes come from PyAV: decord 0.6 applies the display rotation, as
-    ``_display_size`` does, and decoding a frame here only to read its shape costs time.
+    ``_display_size`` does. ``get_batch`` reads the first two frames: at some sizes decord
+    decodes 4-channel frames and ``get_batch`` fails or returns the wrong shape, which only
+    a read shows. A size problem shows on every frame, and frames later in the file would
+    cost a seek and a decode from the previous key frame (a fifth of the probe's time).
     """
     import decord
 
     reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-    return {"frames": len(reader), "fps": float(reader.get_avg_fps())}
+    facts = {"frames": len(reader), "fps": float(reader.get_avg_fps())}
+    indices = list(range(min(2, len(reader))))
+    if indices:
+        try:
+            shape = tuple(reader.get_batch(indices).shape)
+        except Exception as exc:
+            facts["batch_error"] = f"decord's get_batch fails: {_short_error(exc)}"
+            return facts
+        if len(shape) != 4 or shape[0] != len(indices) or shape[3] != 3:
+            facts["batch_error"] = (f"decord's get_batch returns frames of shape "
+                                    f"{list(shape[1:])}, not height x width x 3")
+    return facts
 
 
 def _display_size(facts: dict) -> tuple[int, int]:

@@ -246,6 +246,11 @@ def _probe_reasons(facts: dict) -> list[Reason]:
         return [Reason("unreadable", f"cannot be opened as a video: "
                        f"{facts.get('error', 'unknown error')}", "replace the file; " +
                        _REENCODE)]
+    if facts.get("batch_error"):
+        return [Reason("decord_batch", f"{facts['batch_error']} (MindSpeed-MM and cogvx "
+                       "training read clips with it)",
+                       "re-encode it at another size, e.g. ffmpeg -i IN -vf scale=-2:480 "
+                       "-c:v libx264 -pix_fmt yuv420p OUT.mp4")]
     if facts.get("rotation"):
         return [Reason("rotated", f"the container asks for a {facts['rotation']} degree "
                        "rotation; readers disagree on applying it (decord 0.6 turns the "

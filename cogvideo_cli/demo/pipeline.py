@@ -70,12 +70,23 @@ def prepare_folder(out: Path, force: bool) -> Path:
             raise UsageError(f"{out} is not empty and no cogvx demo made it", value=str(out),
                              fix="pass a new or empty folder to --out")
         if not force:
-            raise UsageError(f"{out} holds an earlier demo", value=str(out),
+            what = "an interrupted demo (it stopped before its last stage)" \
+                if _unfinished(out) else "an earlier demo"
+            raise UsageError(f"{out} holds {what}", value=str(out),
                              fix="pass --force to replace it, or another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text(json.dumps({"status": "running"}) + "\n", encoding="utf-8")
     return out
+
+
+def _unfinished(out: Path) -> bool:
+    """True when the demo marker still says running: the demo was stopped or failed."""
+    try:
+        data = json.loads((out / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("status") == "running"
 
 
 # --- stages ---------------------------------------------------------------------------------

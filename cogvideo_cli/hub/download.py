@@ -491,9 +491,10 @@ def verify_download(target: Path, reporter: Reporter = SILENT) -> dict[str, Any]
     target = Path(target).expanduser().absolute()
     record = Record.load(target)
     if not record.files:
+        what = (f"{target}'s {RECORD_NAME} records no files" if record.path.is_file()
+                else f"{target} has no {RECORD_NAME}")
         raise DownloadError(
-            f"{target} has no {RECORD_NAME}, so there is nothing to verify against",
-            value=str(target),
+            f"{what}, so there is nothing to verify against", value=str(target),
             fix="run `cogvx download <variant> --target <folder>` on it: existing files are "
                 "checked against the hub and only missing or bad ones are fetched")
     total = sum(int(e.get("size") or 0) for e in record.files.values())

@@ -98,6 +98,10 @@ def parse_components(text: str | None) -> tuple[str, ...]:
     if text is None or text.strip().lower() in ("", "all"):
         return COMPONENTS
     chosen = [c.strip().lower() for c in text.split(",") if c.strip()]
+    if not chosen:  # "," or " , ": downloading nothing is never what was meant
+        raise UsageError(f"--components {text!r} names no component", value=text,
+                         fix="use a comma list of: " + ",".join(COMPONENTS)
+                             + " (or leave --components out for all)")
     unknown = [c for c in chosen if c not in COMPONENTS]
     if unknown:
         raise UsageError(f"unknown component {unknown[0]!r} in --components",

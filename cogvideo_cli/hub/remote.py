@@ -59,12 +59,16 @@ def resolve_endpoints(endpoint: str | None = None, cloud_url: str | None = None,
         cloud, cloud_from = env["COGVX_CLOUD_URL"], "COGVX_CLOUD_URL"
     else:
         cloud, cloud_from = DEFAULT_CLOUD_URL, "default"
-    for label, url in (("hub endpoint", hub), ("cloud URL", cloud)):
+    # a hub mirror is no copy of the cloud shares, so each URL gets its own example
+    for label, url, origin, other in (
+            ("hub endpoint", hub, hub_from, "a hub mirror such as https://hf-mirror.com"),
+            ("cloud URL", cloud, cloud_from,
+             f"leave it unset for the shares themselves ({DEFAULT_CLOUD_URL})")):
         if not url.startswith(("http://", "https://")):
             from cogvideo_cli.core.errors import UsageError
 
-            raise UsageError(f"the {label} {url!r} is not an http(s) URL",
-                             fix="pass a URL such as https://hf-mirror.com")
+            raise UsageError(f"the {label} {url!r} (from {origin}) is not an http(s) URL",
+                             value=url, fix=f"write the scheme, e.g. http://{url}, or {other}")
     return Endpoints(hub=hub.rstrip("/"), hub_from=hub_from, cloud=cloud.rstrip("/"),
                      cloud_from=cloud_from, token_from=_token_source(env))
 

@@ -1,8 +1,9 @@
 """From settings to a finished run, for any backend: plan, check, write, launch.
 
 ``prepare_run`` plans and checks (nothing written, nothing started); ``start_run`` writes
-the run directory, records it in the workspace, runs torchrun under supervision and turns
-a failure into a :class:`LaunchError` that carries torchrun's exit code.
+the run directory, runs torchrun under supervision, records a run that succeeded in the
+workspace and turns a failure into a :class:`LaunchError` that carries torchrun's exit
+code.
 """
 
 from __future__ import annotations
@@ -60,7 +61,11 @@ def write_run(plan: LaunchPlan, force: bool = False) -> None:
 
 
 def record_run(plan: LaunchPlan, workspace: Workspace) -> None:
-    """Remember the run in the workspace so later commands can chain on it."""
+    """Remember a finished run in the workspace so later commands can chain on it.
+
+    Called only after a run succeeded: the LoRA, checkpoint and feature records must name
+    outputs that exist (a failed or interrupted run keeps the previous records).
+    """
     values: dict[str, Any] = {"last": str(plan.run_dir), f"last_{plan.kind}": str(plan.run_dir)}
     if plan.kind == "lora":
         # diffusers saves the LoRA apart from its resumable training states
@@ -88,14 +93,17 @@ def _lora_base(plan: LaunchPlan) -> str | None:
 
 def start_run(plan: LaunchPlan, workspace: Workspace, *, force: bool = False,
               on_line: Callable[[str], None] | None = None) -> RunResult:
-    """Write the run directory, launch, supervise; raise LaunchError on a failed run."""
+    """Write the run directory, launch, supervise; raise LaunchError on a failed run.
+
+    The workspace records the run only once it succeeded.
+    """
     write_run(plan, force=force)
-    record_run(plan, workspace)
     result = run_supervised(plan.argv(), cwd=plan.root, env=plan.env,
                             log_path=plan.log_path, watcher=_watcher(plan),
                             on_line=on_line, global_batch=plan.global_batch)
     if result.exit_code != 0:
         raise _failure(result)
+    record_run(plan, workspace)
     return result
 
 

@@ -3,6 +3,7 @@
 torchrun starts in its own session so that a terminal's Ctrl-C reaches cogvx alone; cogvx
 then stops torchrun (which stops its workers) and, after a grace period, kills whatever
 is left of the whole process tree, so an interrupted or failed run leaves no orphans.
+SIGTERM and SIGHUP (a batch scheduler's stop, a closed terminal) are handled the same way.
 Arguments are passed as lists; no shell is involved.
 """
 
@@ -12,8 +13,10 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,44 @@ from cogvideo_cli.launch.watch import LogWatcher
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 10.0
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP reached cogvx during a run: handled like Ctrl-C.
+
+    Attributes:
+        signum: the signal; cogvx exits with 128 + signum, as a shell reports it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise :class:`Stopped` (once; repeats are ignored
+    so they cannot cut the clean-up short). Only the main thread can own handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    raised = False
+
+    def handler(signum: int, frame) -> None:
+        nonlocal raised
+        if not raised:
+            raised = True
+            raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @dataclass
@@ -122,12 +163,13 @@ def run_supervised(argv: list[str], *, cwd: Path, env: dict[str, str], log_path:
     Raises:
         LaunchError: a silent-failure line appeared (the run is stopped first), or the
             command could not start. A non-zero exit code is returned, not raised.
-        KeyboardInterrupt: after stopping the whole process tree.
+        KeyboardInterrupt: after stopping the whole process tree (Ctrl-C, or
+            :class:`Stopped` for SIGTERM / SIGHUP).
     """
     watcher = watcher or LogWatcher()
     full_env = {**os.environ, **env}
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", encoding="utf-8") as log_file:
+    with open(log_path, "a", encoding="utf-8") as log_file, stop_signals_interrupt():
         try:
             proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -139,10 +181,10 @@ def run_supervised(argv: list[str], *, cwd: Path, env: dict[str, str], log_path:
                                   "installed in it") from exc
         try:
             _pump(proc, log_file, watcher, on_line)
+            code = proc.wait()
         except BaseException:
             stop_tree(proc)
             raise
-        code = proc.wait()
         _reap(descendants(proc.pid))
     return RunResult(exit_code=code, log_path=log_path,
                      throughput=watcher.throughput(global_batch),

@@ -97,18 +97,27 @@ def reference(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, s: float) 
 
 def write_hf_lora(folder: Path, factors: dict, rank: int, alpha: float | None,
                   cogvx_record: bool = True) -> Path:
-    """A diffusers LoRA (``transformer.<module>.lora_A.weight``) with its metadata."""
-    from safetensors.torch import save_file
+    """A diffusers LoRA written as cogvx's diffusers training worker writes it.
+
+    The file comes from diffusers' own ``CogVideoXPipeline.save_lora_weights`` with the
+    metadata the worker passes (``train_worker.save_weights``), so its keys
+    (``transformer.<module>.lora_A.weight``) and metadata (``transformer.r``,
+    ``transformer.lora_alpha``) are what real runs hold. ``cogvx_record`` adds the
+    worker's ``lora.json``; ``alpha=None`` leaves both records out.
+    """
+    from diffusers import CogVideoXPipeline
 
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {}
+    layers = {}
     for module, (a, b) in factors.items():
-        tensors[f"transformer.{module}.lora_A.weight"] = a.contiguous()
-        tensors[f"transformer.{module}.lora_B.weight"] = b.contiguous()
-    metadata = {"format": "pt"}
-    if alpha is not None and not cogvx_record:
-        metadata["lora_adapter_metadata"] = json.dumps({"r": rank, "lora_alpha": alpha})
-    save_file(tensors, str(folder / "pytorch_lora_weights.safetensors"), metadata=metadata)
+        layers[f"{module}.lora_A.weight"] = a.contiguous()
+        layers[f"{module}.lora_B.weight"] = b.contiguous()
+    metadata = None
+    if alpha is not None:
+        targets = sorted({m.split(".", 3)[-1] for m in factors})
+        metadata = {"r": rank, "lora_alpha": alpha, "target_modules": targets}
+    CogVideoXPipeline.save_lora_weights(str(folder), transformer_lora_layers=layers,
+                                        transformer_lora_adapter_metadata=metadata)
     if cogvx_record and alpha is not None:
         (folder / "lora.json").write_text(json.dumps({"rank": rank, "alpha": alpha}))
     return folder

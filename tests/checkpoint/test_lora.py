@@ -230,3 +230,42 @@ def test_lora_of_the_other_format_is_a_usage_error(bases, tmp_path):
     lora_dir = write_hf_lora(tmp_path / "lora", _hf_factors(2), rank=2, alpha=4.0)
     with pytest.raises(UsageError, match="is a diffusers LoRA, but --base"):
         lora.merge_lora(bases["tp1"], lora_dir, tmp_path / "out")
+
+
+def test_rank_and_alpha_from_the_metadata_diffusers_writes(tmp_path):
+    """The LoRA file alone (no lora.json): diffusers stores ``transformer.r`` and
+    ``transformer.lora_alpha`` in its metadata, as cogvx's training worker asks it to."""
+    import shutil
+
+    base = tiny_diffusers(tmp_path / "base", i2v=False, version="1.5")
+    run = write_hf_lora(tmp_path / "run" / "lora", _hf_factors(2), rank=2, alpha=8.0)
+    (tmp_path / "lone").mkdir()
+    shutil.copy(run / "pytorch_lora_weights.safetensors", tmp_path / "lone")
+    report = lora.merge_lora(base, tmp_path / "lone", tmp_path / "out", dry_run=True)
+    assert (report["rank"], report["alpha"], report["effective_scale"]) == (2, 8.0, 4.0)
+    assert "the metadata of" in report["rank_alpha_from"]
+
+
+def test_unprefixed_peft_adapter_config_still_gives_rank_and_alpha(tmp_path):
+    base = tiny_diffusers(tmp_path / "base", i2v=False, version="1.5")
+    lora_dir = write_hf_lora(tmp_path / "lora", _hf_factors(2), rank=2, alpha=None)
+    (lora_dir / "adapter_config.json").write_text(json.dumps({"r": 2, "lora_alpha": 6}))
+    report = lora.merge_lora(base, lora_dir, tmp_path / "out", dry_run=True)
+    assert report["effective_scale"] == 3.0
+    assert report["rank_alpha_from"].endswith("adapter_config.json")
+
+
+def test_missing_lora_says_it_does_not_exist(bases, tmp_path):
+    for base in (bases["tp1"], tiny_diffusers(tmp_path / "hf", i2v=False, version="1.5")):
+        with pytest.raises(CheckpointError, match="does not exist") as info:
+            lora.merge_lora(base, tmp_path / "nope", tmp_path / "out")
+        assert str(tmp_path / "nope") in info.value.message
+
+
+def test_a_merge_output_is_known_by_its_record(tmp_path):
+    base = tiny_diffusers(tmp_path / "base", i2v=False, version="1.5")
+    lora_dir = write_hf_lora(tmp_path / "lora", _hf_factors(2), rank=2, alpha=2.0)
+    assert lora.merge_record(base) is None
+    lora.merge_lora(base, lora_dir, tmp_path / "out")
+    assert lora.merge_record(tmp_path / "out") == (tmp_path / "out" / "merge.json",
+                                                   str(base))

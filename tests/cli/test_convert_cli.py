@@ -173,3 +173,30 @@ def test_convert_help_lists_every_subcommand():
     assert proc.returncode == 0
     for name in ("sat-to-mm", "hf-to-mm", "mm-to-hf", "resplit", "inspect", "verify"):
         assert name in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["sat-to-mm", "hf-to-mm", "layerzero-to-mm"])
+def test_sources_missing_or_of_the_wrong_kind_exit_alike(cli, tmp_path, command):
+    """A path that does not exist is a failure (1); an existing one of the wrong kind (an
+    empty folder, a file where a folder is needed) a usage error (2), in every converter."""
+    missing = cli("convert", command, "--source", tmp_path / "nope", "--target", "o")
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+    (tmp_path / "empty").mkdir()
+    empty = cli("convert", command, "--source", tmp_path / "empty", "--target", "o")
+    assert empty.exit_code == 2, empty.output
+    if command != "sat-to-mm":  # SAT takes a file: an unreadable one is a failure
+        (tmp_path / "file.txt").write_text("x")
+        file = cli("convert", command, "--source", tmp_path / "file.txt", "--target", "o")
+        assert file.exit_code == 2, file.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_sidecar_names_the_source_by_its_absolute_path(cli, tmp_path):
+    import os
+
+    relative = os.path.relpath(SAT_I2V, tmp_path)
+    result = cli("convert", "sat-to-mm", "--source", relative, "--target", "out")
+    assert result.exit_code == 0, result.output
+    sidecar = json.loads((tmp_path / "out.cogvx.json").read_text())
+    source = Path(sidecar["source"]["path"])
+    assert source.is_absolute() and source.is_relative_to(SAT_I2V.parent), source

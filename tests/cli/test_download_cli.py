@@ -106,6 +106,44 @@ def test_verify_only_finds_a_flipped_byte_and_a_rerun_repairs_it(cli, hub, tmp_p
     assert cli("download", "--verify-only").exit_code == 0
 
 
+@pytest.mark.parametrize("components", [",", " , "])
+def test_an_empty_component_list_is_a_usage_error(cli, hub, tmp_path, components):
+    result = cli("download", "t2v-1.5", "--components", components)
+    assert result.exit_code == 2, result.output
+    assert "names no component" in result.stderr
+    assert "transformer,vae,t5,tokenizer" in result.stderr
+    assert not (tmp_path / "weights").exists() and not (tmp_path / "cogvx.toml").exists()
+
+
+def test_verify_only_on_a_record_without_files_says_so(cli, tmp_path):
+    folder = tmp_path / "w"
+    folder.mkdir()
+    (folder / "cogvx-download.json").write_text(json.dumps({"variant": "t2v-1.5",
+                                                            "files": {}}))
+    result = cli("download", "--verify-only", "--target", folder)
+    assert result.exit_code == 1
+    assert "cogvx-download.json records no files" in result.stderr
+    assert "has no cogvx-download.json" not in result.stderr
+    (folder / "cogvx-download.json").unlink()
+    missing = cli("download", "--verify-only", "--target", folder)
+    assert "has no cogvx-download.json" in missing.stderr
+
+
+@pytest.mark.parametrize("option, env, hint", [
+    ("--cloud-url", "COGVX_CLOUD_URL", "https://cloud.tsinghua.edu.cn"),
+    ("--endpoint", "HF_ENDPOINT", "https://hf-mirror.com")])
+def test_a_url_without_scheme_gets_a_hint_for_its_own_kind(cli, monkeypatch, option, env,
+                                                           hint):
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.delenv("COGVX_CLOUD_URL", raising=False)
+    result = cli("download", "t2v-1.0", option, "127.0.0.1:9")
+    assert result.exit_code == 2
+    text = " ".join(result.stderr.split())
+    assert f"from {option}" in text and "http://127.0.0.1:9" in text and hint in text
+    wrong = "hf-mirror" if option == "--cloud-url" else "tsinghua"
+    assert wrong not in text
+
+
 def test_unknown_variant_is_a_usage_error_listing_the_known_ones(cli):
     result = cli("download", "t2v-9")
     assert result.exit_code == 2

@@ -74,6 +74,90 @@ def test_merge_into_a_diffusers_pipeline_folder(cli, tmp_path):
     assert 'hf = "' in (tmp_path / "cogvx.toml").read_text()
 
 
+def test_merge_json_names_base_lora_and_target_absolutely(cli, tmp_path):
+    tiny_diffusers(tmp_path / "base", i2v=False, version="1.0")
+    write_hf_lora(tmp_path / "lora", _factors(), rank=2, alpha=2.0)
+    result = cli("merge-lora", "--base", "base", "--lora", "lora", "--target", "merged")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "merged" / "merge.json").read_text())
+    assert record["base"] == str(tmp_path / "base")
+    assert record["lora"] == str(tmp_path / "lora" / "pytorch_lora_weights.safetensors")
+    assert record["target"] == str(tmp_path / "merged")
+
+
+def test_base_of_an_earlier_lora_run_comes_from_its_settings(cli, base, tmp_path):
+    lora = write_mm_lora(tmp_path / "runs" / "l1" / "ckpt", random_factors(2, 64, 4))
+    (tmp_path / "runs" / "l1" / "settings.json").write_text(json.dumps(
+        {"kind": "lora", "lora_r": 4, "lora_alpha": 8.0,
+         "resolved_paths": {"save": str(lora), "load": str(base)}}))
+    later = write_mm_lora(tmp_path / "runs" / "l2" / "ckpt", random_factors(2, 64, 4))
+    (tmp_path / "cogvx.toml").write_text(f'[runs]\nlora_save = "{later}"\n')
+    result = cli("--json", "merge-lora", "--lora", "runs/l1/ckpt", "--target", "out",
+                 "--dry-run")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["base"] == str(base) and report["base_from"].endswith("settings.json")
+    shown = cli("merge-lora", "--lora", "runs/l1/ckpt", "--target", "out", "--dry-run")
+    assert "base from runs/l1/settings.json" in shown.stdout
+
+
+def test_base_of_a_copied_diffusers_lora_comes_from_its_lora_json(cli, tmp_path):
+    pipe = tmp_path / "pipe"
+    tiny_diffusers(pipe / "transformer", i2v=False, version="1.0")
+    (pipe / "model_index.json").write_text("{}")
+    lora = write_hf_lora(tmp_path / "lone", _factors(), rank=2, alpha=2.0)
+    record = json.loads((lora / "lora.json").read_text())
+    (lora / "lora.json").write_text(json.dumps({**record, "base_model": str(pipe)}))
+    result = cli("merge-lora", "--lora", "lone", "--target", "m", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert f"into {pipe / 'transformer'}" in result.stdout
+    assert "base from lone/lora.json" in result.stdout
+
+
+def test_base_falls_back_to_the_last_runs_base_and_says_so(cli, base, tmp_path):
+    lora = write_mm_lora(tmp_path / "old", random_factors(2, 64, 4))
+    (tmp_path / "cogvx.toml").write_text(
+        f'[runs]\nlora_save = "{tmp_path / "new"}"\nlora_base = "{base}"\n')
+    result = cli("merge-lora", "--lora", lora, "--target", "out", "--dry-run",
+                 "--lora-rank", "4", "--lora-alpha", "4")
+    assert result.exit_code == 0, result.output
+    assert "base from [runs] lora_base in" in result.stdout
+    assert "the base of the workspace's last LoRA run" in result.stdout
+
+
+def test_a_merged_checkpoint_is_not_the_next_default_base(cli, base, tmp_path):
+    first = write_mm_lora(tmp_path / "a", random_factors(2, 64, 4))
+    flags = ("--lora-rank", "4", "--lora-alpha", "4")
+    done = cli("merge-lora", "--base", base, "--lora", first, "--target", "m1", *flags)
+    assert done.exit_code == 0, done.output
+    assert f'path = "{tmp_path / "m1"}"' in (tmp_path / "cogvx.toml").read_text()
+    sidecar = json.loads((tmp_path / "m1.cogvx.json").read_text())
+    assert sidecar["source"]["path"] == str(base.absolute())
+
+    second = write_mm_lora(tmp_path / "b", random_factors(2, 64, 4, seed=1))
+    again = cli("merge-lora", "--lora", second, "--target", "m2", *flags)
+    assert again.exit_code == 2, again.output
+    assert "is itself a merge-lora output" in again.output
+    assert f"--base {base}" in again.output and not (tmp_path / "m2").exists()
+    stacked = cli("merge-lora", "--base", "m1", "--lora", second, "--target", "m2", *flags)
+    assert stacked.exit_code == 0, stacked.output
+
+
+def test_missing_lora_is_not_called_a_mindspeed_lora(cli, tmp_path):
+    pipe = tmp_path / "pipe"
+    tiny_diffusers(pipe / "transformer", i2v=False, version="1.0")
+    result = cli("merge-lora", "--base", pipe / "transformer", "--lora", "nope",
+                 "--target", "m")
+    assert result.exit_code == 1 and "the LoRA nope does not exist" in result.output
+    assert "MindSpeed-MM LoRA" not in result.output
+
+
+def _factors():
+    gen = torch.Generator().manual_seed(0)
+    return {"transformer_blocks.0.attn1.to_v": (torch.randn(2, 16, generator=gen),
+                                                torch.randn(16, 2, generator=gen))}
+
+
 def test_layerzero_to_mm_cli(cli, tmp_path):
     variant = tiny_variant("t2v-1.5", layers=2)
     state = {k: v.float() for k, v in random_mm_state(variant).items()}

@@ -94,3 +94,16 @@ def test_help_imports_no_heavy_module():
                           cwd=REPO, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_model_variant_is_the_default_and_is_named(cli, dataset, tmp_path):
+    """After `cogvx tiny-model --variant t2v-1.5` only [weights] variant is recorded."""
+    from cogvideo_cli.core.workspace import Workspace
+
+    Workspace.load(tmp_path).record("weights", variant="t2v-1.5")
+    result = cli("--json", "prepare-data", dataset)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["variant"] == "t2v-1.5"
+    shown = cli("prepare-data", dataset, "--out", "again")
+    assert "checking the videos for t2v-1.5 (the workspace's [weights] variant)" in \
+        shown.stderr

@@ -7,16 +7,8 @@ from pathlib import Path
 
 import pytest
 import videomaker as vm
+from videomaker import CAPTIONS
 
-CAPTIONS = {
-    "horse": "A black-and-white archival film of a jockey riding a galloping horse against "
-             "a plain backdrop.",
-    "kitten": "A black and white cat walks slowly across a green lawn dotted with clover.",
-    "bigbuckbunny": "A large grey cartoon rabbit climbs out of his burrow on a grassy hill "
-                    "and stretches.",
-    "carphone_pristine": "A man in a suit and bow tie talks animatedly in the back seat of a "
-                         "moving car.",
-}
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import videomaker as vm
-from conftest import CAPTIONS
+from videomaker import CAPTIONS
 
 from cogvideo_cli.core.errors import DataError, UsageError
 from cogvideo_cli.core.variants import get_variant

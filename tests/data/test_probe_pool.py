@@ -94,3 +94,21 @@ def test_a_damaged_cache_is_ignored(tmp_path, media):
     facts, stats = probe_videos([media / "horse.mp4"], workers=1, cache=ProbeCache(cache_file))
     assert stats.probed == 1 and facts[media / "horse.mp4"]["frames"] == 49
     assert ProbeCache(cache_file).get(media / "horse.mp4")["frames"] == 49
+
+
+@pytest.mark.skipif(not decord_available(), reason="the get_batch check is decord's")
+def test_a_size_decord_get_batch_cannot_read_is_rejected(tmp_path):
+    """48x32 H.264: decord decodes 4-channel frames and get_batch fails (6144 vs 4608)."""
+    from cogvideo_cli.core.variants import get_variant
+    from cogvideo_cli.data.rules import SamplingSettings, judge
+
+    bad = vm.reencoded(tmp_path / "small.mp4", fps=8, frames=40, size=(48, 32))
+    good = vm.reencoded(tmp_path / "fine.mp4", fps=8, frames=40, size=(64, 48))
+    facts = probe_file(str(bad))
+    assert "get_batch" in facts["batch_error"]
+    assert "batch_error" not in probe_file(str(good))
+    settings = SamplingSettings.for_variant(get_variant("t2v-1.0"), frames=9, height=32,
+                                            width=48)
+    reason = judge(facts, settings).reasons[0]
+    assert reason.code == "decord_batch" and "re-encode it at another size" in reason.fix
+    assert judge(probe_file(str(good)), settings).accepted

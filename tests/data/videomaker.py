@@ -15,6 +15,17 @@ from pathlib import Path
 MEDIA = Path(__file__).resolve().parents[2].parent / "shared" / "media" / "videos"
 HORSE = MEDIA / "horse.mp4"
 
+# captions for the real sample videos (from shared/media/CREDITS.md)
+CAPTIONS = {
+    "horse": "A black-and-white archival film of a jockey riding a galloping horse against "
+             "a plain backdrop.",
+    "kitten": "A black and white cat walks slowly across a green lawn dotted with clover.",
+    "bigbuckbunny": "A large grey cartoon rabbit climbs out of his burrow on a grassy hill "
+                    "and stretches.",
+    "carphone_pristine": "A man in a suit and bow tie talks animatedly in the back seat of a "
+                         "moving car.",
+}
+
 
 def mdat_span(data: bytes) -> tuple[int, int]:
     """Byte range of the first mdat box's payload."""

@@ -157,3 +157,15 @@ def test_the_demo_folder_is_protected(demo, tmp_path):
     assert (other / "keep.txt").read_text() == "mine"
     i2v = _cogvx("demo", "--out", tmp_path / "i2v", "--variant", "i2v-1.0")
     assert i2v.exit_code == 1 and "text-to-video" in i2v.stderr
+
+
+def test_an_interrupted_demo_is_named_so(tmp_path):
+    """A demo stopped mid-way leaves its marker at "running"; no stage needs to run here."""
+    from cogvideo_cli.demo.pipeline import MARKER, prepare_folder
+
+    out = prepare_folder(tmp_path / "out", force=False)
+    (out / "model").mkdir()  # as if the first stage had started writing
+    again = _cogvx("demo", "--out", out)
+    assert again.exit_code == 2, again.output
+    assert "holds an interrupted demo" in again.stderr
+    assert json.loads((out / MARKER).read_text()) == {"status": "running"}

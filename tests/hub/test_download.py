@@ -310,6 +310,10 @@ def test_bad_format_and_components_are_usage_errors(tmp_path):
         plan_download("t2v-1.5", "gguf", target=tmp_path)
     with pytest.raises(UsageError, match="component 'unet'"):
         plan_download("t2v-1.5", components="vae,unet", target=tmp_path)
+    for empty in (",", " , "):
+        with pytest.raises(UsageError, match="names no component") as caught:
+            plan_download("t2v-1.5", components=empty, target=tmp_path)
+        assert "transformer,vae,t5,tokenizer" in caught.value.fix
 
 
 def test_free_disk_is_checked_before_any_byte_is_written(hub, tmp_path):

@@ -90,9 +90,27 @@ def test_a_random_weights_line_stops_the_run(tree, tmp_path):
     assert ranks and _gone(ranks)
 
 
-def test_ctrl_c_leaves_no_process_behind(tree, tmp_path):
+def test_a_failed_run_leaves_the_workspace_records_alone(tree, tmp_path):
+    """lora_save must never name the folder of a run that did not finish."""
+    toml = tmp_path / "cogvx.toml"
+    args = ["lora", *tree.train_options(), "--nproc-per-node", 2, "--tp", 1, "--iters", 3,
+            "--master-port", free_port(), "--lora-r", 8, "--lora-alpha", 16]
+    code, out, err = _finish(_cogvx(tmp_path, *args, "--run-dir", tmp_path / "good"))
+    assert code == 0, err
+    before = toml.read_text()
+    assert f'lora_save = "{tmp_path / "good" / "checkpoints"}"' in before
+    assert "lora_rank = 8" in before
+    failed = [*args[:-4], "--lora-r", 4, "--lora-alpha", 4, "--run-dir", tmp_path / "bad"]
+    code, out, err = _finish(_cogvx(tmp_path, *failed, env={"STANDIN_FAIL_RANK": "0",
+                                                            "STANDIN_EXIT_CODE": "3"}))
+    assert code == 3, err
+    assert toml.read_text() == before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_leaves_no_process_behind(tree, tmp_path, sig):
     pids = tmp_path / "pids"
-    proc = _cogvx(tmp_path, *_train_args(tree, tmp_path / "run"),
+    proc = _cogvx(tmp_path, "--json", *_train_args(tree, tmp_path / "run"),
                   env={"STANDIN_MODE": "hang", "STANDIN_PIDS": str(pids)})
     deadline = time.monotonic() + TIMEOUT
     while len(list(pids.glob("*.pid"))) < 2 and time.monotonic() < deadline:
@@ -102,10 +120,14 @@ def test_ctrl_c_leaves_no_process_behind(tree, tmp_path):
     tree_pids = descendants(proc.pid)
     ranks = [int(p.read_text()) for p in pids.glob("*.pid")]
     assert set(ranks) <= set(tree_pids)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     code, out, err = _finish(proc)
-    assert code == 130, err
+    assert code == 128 + sig, err
+    assert "Interrupted; nothing half-written was kept." in err
+    assert json.loads(out)["exit_code"] == 128 + sig  # --json: the error object on stdout
     assert _gone(tree_pids), "processes left behind"
+    toml = tmp_path / "cogvx.toml"
+    assert not toml.exists() or "last_train" not in toml.read_text()
 
 
 def test_two_nodes_on_one_host(tree, tmp_path):

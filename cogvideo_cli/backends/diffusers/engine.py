@@ -35,6 +35,7 @@ TRAIN_MODULE = "cogvideo_cli.backends.diffusers.train_worker"
 INFER_MODULE = "cogvideo_cli.backends.diffusers.infer_worker"
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_LENGTH = 226  # the tokenizer length of the diffusers CogVideoX releases
+CHECKPOINT_META = "checkpoint.json"  # what a checkpoint was trained with (resume checks)
 
 
 @dataclass
@@ -241,22 +242,77 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _check_resume(resume: Path | None, steps: int) -> Path | None:
+def checkpoint_folder(resume: Path) -> Path:
+    """The checkpoint a --resume path means: itself, or a run directory's newest one."""
+    resume = Path(resume)
+    if (resume / "training_state.pt").is_file():
+        return resume.absolute()
+    latest = latest_checkpoint(resume)
+    if latest is None:
+        raise CheckError(f"{resume} is neither a checkpoint nor a run with checkpoints",
+                         value=str(resume),
+                         fix="pass a checkpoints/step-NNNNNN folder or a run directory")
+    return latest.absolute()
+
+
+def resumed_run(resume: Path) -> dict[str, Any]:
+    """What a checkpoint was trained with: kind, variant, lora, world_size, model, step.
+
+    Read from the checkpoint's ``checkpoint.json``, else from the ``run_config.json`` of
+    the run that wrote it (checkpoints of older cogvx versions); keys it cannot tell are
+    missing.
+    """
+    folder = checkpoint_folder(resume)
+    step = int(folder.name.rsplit("-", 1)[-1]) if folder.name.startswith("step-") else 0
+    meta = folder / CHECKPOINT_META
+    if meta.is_file():
+        return {**_read_json(meta), "checkpoint": folder}
+    config_path = folder.parent.parent / "run_config.json"
+    found: dict[str, Any] = {"checkpoint": folder, "step": step}
+    if config_path.is_file():
+        c = _read_json(config_path)
+        found.update({k: c[k] for k in ("kind", "variant", "lora", "model", "transformer")
+                      if k in c})
+        if "nproc" in c:
+            found["world_size"] = c["nproc"]
+    return found
+
+
+def _check_resume(resume: Path | None, steps: int, *, kind: str, variant: str, nproc: int,
+                  lora: dict[str, Any] | None) -> Path | None:
+    """The checkpoint to resume from, refused before launch when it cannot fit this run."""
     if resume is None:
         return None
-    resume = Path(resume)
-    if not (resume / "training_state.pt").is_file():
-        latest = latest_checkpoint(resume)
-        if latest is None:
-            raise CheckError(f"{resume} is neither a checkpoint nor a run with checkpoints",
-                             value=str(resume),
-                             fix="pass a checkpoints/step-NNNNNN folder or a run directory")
-        resume = latest
-    saved = int(resume.name.rsplit("-", 1)[-1]) if resume.name.startswith("step-") else 0
+    found = resumed_run(resume)
+    folder = found["checkpoint"]
+    saved = int(found.get("step", 0))
     if saved >= steps:
         raise UsageError(f"the checkpoint is at step {saved}; --steps {steps} leaves nothing "
                          "to train", value=steps, fix=f"pass --steps {saved + 1} or more")
-    return resume.absolute()
+    if found.get("kind") not in (None, kind):
+        command = "lora" if found["kind"] == "lora" else "train"
+        raise UsageError(f"{folder} is a {found['kind']} checkpoint; a {kind} run cannot "
+                         "continue it", value=str(folder),
+                         fix=f"resume it with `cogvx {command} --resume {folder}`")
+    if found.get("variant") not in (None, variant):
+        raise UsageError(f"{folder} was trained on {found['variant']}; this run's model is "
+                         f"{variant}", value=variant,
+                         fix="drop --load and --variant to resume on the run's own model")
+    world = found.get("world_size")
+    if world is not None and world != nproc:
+        raise UsageError(f"--nproc-per-node {nproc}: the checkpoint {folder} was written by "
+                         f"{world} processes, and its optimizer and RNG states are per "
+                         "process", value=nproc,
+                         fix=f"resume with --nproc-per-node {world} (or leave it out)")
+    old = found.get("lora")
+    if lora and old:
+        for option, key in (("--lora-r", "rank"), ("--lora-alpha", "alpha")):
+            if float(old[key]) != float(lora[key]):
+                raise UsageError(f"{option} {lora[key]} does not match the checkpoint "
+                                 f"{folder}, trained with {key} {old[key]}", value=lora[key],
+                                 fix=f"drop {option} to take the checkpoint's, or pass "
+                                     f"{option} {old[key]}")
+    return folder
 
 
 def plan_train(*, model: Path, data_path: Path, run_dir: Path, kind: str = "lora",
@@ -296,7 +352,9 @@ def plan_train(*, model: Path, data_path: Path, run_dir: Path, kind: str = "lora
         raise CheckError(f"{rows} videos cannot fill one step of {nproc} processes x "
                          f"{micro_batch_size} clips", value=rows,
                          fix="add videos or lower --nproc / --micro-batch-size")
-    resume = _check_resume(resume, steps)
+    lora = _lora_settings(kind, lora_rank, lora_alpha)
+    resume = _check_resume(resume, steps, kind=kind, variant=chosen.name, nproc=nproc,
+                           lora=lora)
     run_dir = Path(run_dir).absolute()
     check_target(run_dir, force, "run directory")
     _require_modules(("torch", "diffusers", "transformers", "peft"))
@@ -313,7 +371,7 @@ def plan_train(*, model: Path, data_path: Path, run_dir: Path, kind: str = "lora
         "warmup_steps": warmup_steps, "weight_decay": weight_decay,
         "micro_batch_size": micro_batch_size, "max_grad_norm": max_grad_norm, "seed": seed,
         "save_every": save_every, "resume": str(resume) if resume else None,
-        "lora": _lora_settings(kind, lora_rank, lora_alpha),
+        "lora": lora,
         "run_dir": str(run_dir), "output": str(output), "nproc": nproc,
         "random_weights": bool(facts["tiny"]),
     }
@@ -405,7 +463,21 @@ def _read_images(images: Path | None, count: int, i2v: bool) -> list[str] | None
         if not path.is_file():
             raise UsageError(f"the image {path} does not exist", value=str(path),
                              fix="fix the path in the images file")
+        _check_image(path)
     return [str(p.absolute()) for p in paths]
+
+
+def _check_image(path: Path) -> None:
+    """The image opens as a picture (PIL reads its header and checks the data)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"the image {path} cannot be read as an image: {exc}",
+                        value=str(path),
+                        fix="list PNG or JPEG files in the images file") from exc
 
 
 def _check_infer_frames(frames: int) -> None:

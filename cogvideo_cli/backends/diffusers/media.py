@@ -85,13 +85,33 @@ def load_clip(path: Path, settings: SamplingSettings):
         DataError: the video cannot give a clip (MindSpeed-MM would silently swap in
             another sample; cogvx stops and names the file instead).
     """
-    length, fps = probe(path)
+    try:
+        length, fps = probe(path)
+    except Exception as exc:  # decord's DECORDError, PyAV's FFmpegError, OSError
+        raise _read_error(path, "cannot open it", exc) from exc
     sampling = sample_frames(length, fps, settings)
     if not sampling.ok:
         raise DataError(f"{path}: {sampling.problem.message}", value=str(path),
                         fix=sampling.problem.fix)
-    frames = read_frames(path, list(sampling.indices))
+    try:
+        frames = read_frames(path, list(sampling.indices))
+    except Exception as exc:
+        raise _read_error(path, "cannot read its frames", exc) from exc
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise DataError(f"{path}: the reader returned frames of shape {list(frames.shape)}, "
+                        "not RGB", value=str(path), fix=_REENCODE)
     return resize_crop(frames, settings.height, settings.width)
+
+
+_REENCODE = ("re-encode it at another size (ffmpeg -i IN -vf scale=-2:480 -c:v libx264 "
+             "-pix_fmt yuv420p OUT.mp4), then rerun `cogvx prepare-data`")
+
+
+def _read_error(path: Path, what: str, exc: Exception) -> DataError:
+    """A reader's own exception, turned into an error that names the file."""
+    detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+    return DataError(f"{path}: the video reader {what}: {type(exc).__name__}: {detail}",
+                     value=str(path), fix=_REENCODE)
 
 
 def write_mp4(path: Path, frames, fps: int) -> None:

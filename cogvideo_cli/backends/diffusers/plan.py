@@ -27,6 +27,7 @@ from cogvideo_cli.launch.plan import LaunchPlan, Torchrun
 NAME = "diffusers"
 DEFAULT_LORA_TARGETS = ["proj_qkv", "proj_out"]  # RunSettings' MindSpeed-MM default
 _FIX = "drop it, or pass --backend mindspeed"
+LORA_RANK, LORA_ALPHA = 128, 64.0  # the LoRA defaults of `cogvx lora`
 
 
 def plan_run(s: RunSettings, ws: Workspace) -> tuple[LaunchPlan, Facts]:
@@ -183,25 +184,106 @@ def _resume(s: RunSettings, run_dir: Path) -> Path | None:
     return resume
 
 
+def _resumed(s: RunSettings) -> dict[str, Any]:
+    """What the --resume checkpoint was trained with ({} without --resume)."""
+    if not s.resume:
+        return {}
+    return engine.resumed_run(Path(s.resume).expanduser().absolute())
+
+
+def _model_variant(s: RunSettings, facts: dict[str, Any], notes: list[str]) -> str:
+    """The run's variant: the model's; a --variant that differs is refused.
+
+    A variant nobody passed (the workspace's) never overrides the model: it is noted.
+    """
+    found = facts["variant"]
+    asked = get_variant(s.variant).name if s.variant else found
+    if asked == found:
+        return found
+    if s.variant_source is None:
+        raise UsageError(f"--variant {s.variant} does not match the model, which is {found}",
+                         value=s.variant,
+                         fix=f"pass --variant {found}, or --load a {asked} model")
+    notes.append(f"variant {found}, the model's ({s.variant_source} is {asked})")
+    return found
+
+
+def _data_checked_for(data_path: Path, ws: Workspace) -> tuple[str | None, int | None]:
+    """(variant, clip frames) prepare-data checked the data for, where it says."""
+    report_path = data_path.parent / "report.json"
+    if report_path.is_file():
+        try:
+            report = json.loads(report_path.read_text(encoding="utf-8"))
+            frames = (report.get("settings") or {}).get("num_frames")
+            return report.get("variant"), int(frames) if frames else None
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None, None
+    if ws.path_value("data", "data_path") == data_path:
+        return ws.get("data", "variant"), None
+    return None, None
+
+
+def _check_data(data_path: Path, variant: str, frames: int, notes: list[str],
+                ws: Workspace) -> None:
+    """Refuse clips longer than prepare-data checked for; note a different variant."""
+    checked_variant, checked_frames = _data_checked_for(data_path, ws)
+    fix = f"rerun `cogvx prepare-data SOURCE --variant {variant} --frames {frames}`"
+    if checked_frames is not None and frames > checked_frames:
+        raise UsageError(f"the data {data_path} was checked for {checked_frames}-frame "
+                         f"clips; this run takes {frames}, which some videos may not give",
+                         value=frames, fix=f"{fix}, or pass --frames {checked_frames}")
+    if checked_variant and checked_variant != variant:
+        notes.append(f"the data was checked against {checked_variant}, the run is "
+                     f"{variant}; if a video fails to load, {fix}")
+
+
 # --- training ------------------------------------------------------------------------------
 
+def _train_model(s: RunSettings, ws: Workspace,
+                 resumed: dict[str, Any]) -> tuple[Path, Path | None]:
+    """--load, else the resumed run's own model (while it exists), else the workspace's."""
+    model = resumed.get("model")
+    if not s.load and model and (Path(model) / "model_index.json").is_file():
+        transformer = resumed.get("transformer")
+        return Path(model), Path(transformer) if transformer else None
+    return resolve_model(s, ws)
+
+
+def _resumed_value(given: Any, resumed: dict[str, Any], key: str, default: Any) -> Any:
+    """A LoRA value: given, else the resumed checkpoint's, else the default."""
+    if given is not None:
+        return given
+    return (resumed.get("lora") or {}).get(key, default)
+
+
 def _plan_train(s: RunSettings, ws: Workspace) -> tuple[LaunchPlan, Facts]:
-    model, transformer = resolve_model(s, ws)
-    run_dir = _run_dir(s, s.kind, s.variant, ws)
+    resumed = _resumed(s)
+    model, transformer = _train_model(s, ws, resumed)
+    notes: list[str] = []
+    variant = _model_variant(s, engine.model_facts(model, transformer), notes)
+    run_dir = _run_dir(s, s.kind, variant, ws)
     data_path, data_folder = _data(s, ws)
-    nproc = _nproc(s)
+
+    # with --resume, the process count and the LoRA shape are the checkpoint's unless given
+    nproc = s.nproc_per_node or resumed.get("world_size") or 1
     options: dict[str, Any] = {
         "steps": s.iters, "lr": s.lr, "seed": s.seed, "save_every": s.save_interval,
         "frames": s.frames, "height": s.height, "width": s.width}
     run = engine.plan_train(
         model=model, transformer=transformer, data_path=data_path, data_folder=data_folder,
-        run_dir=run_dir, kind=s.kind, variant=s.variant, micro_batch_size=s.mbs,
-        nproc=nproc, resume=_resume(s, run_dir), lora_rank=s.lora_r,
-        lora_alpha=s.lora_alpha, master_port=s.master_port, python=s.python, force=True,
-        write=False, **{k: v for k, v in options.items() if v is not None})
+        run_dir=run_dir, kind=s.kind, variant=variant, micro_batch_size=s.mbs,
+        nproc=nproc, resume=_resume(s, run_dir),
+        lora_rank=_resumed_value(s.lora_r, resumed, "rank", LORA_RANK),
+        lora_alpha=_resumed_value(s.lora_alpha, resumed, "alpha", LORA_ALPHA),
+        master_port=s.master_port, python=s.python, force=True, write=False,
+        **{k: v for k, v in options.items() if v is not None})
+    _check_data(data_path, variant, run.config["frames"], notes, ws)
+    run.notes += notes
+
     plan = _launch_plan(s, run, global_batch=s.mbs * nproc)
     plan.settings.update(tp=1, pp_layers=[], cp=1, dp=nproc, mbs=s.mbs, gbs=s.mbs * nproc,
-                         iters=run.config["steps"], lr=run.config["lr"])
+                         iters=run.config["steps"], lr=run.config["lr"], variant=variant,
+                         nproc_per_node=nproc)
     if s.kind == "lora":
         plan.outputs["lora"] = plan.outputs.pop("weights")
         plan.settings.update(lora_r=run.config["lora"]["rank"],
@@ -243,7 +325,9 @@ def _facts(s: RunSettings, run: engine.RunPlan, nproc: int) -> Facts:
 
 def _plan_infer(s: RunSettings, ws: Workspace) -> tuple[LaunchPlan, Facts]:
     model, transformer = resolve_model(s, ws)
-    run_dir = _run_dir(s, "infer", s.variant, ws)
+    notes: list[str] = []
+    variant = _model_variant(s, engine.model_facts(model, transformer), notes)
+    run_dir = _run_dir(s, "infer", variant, ws)
     if not s.prompts:
         raise UsageError("no prompts given", fix="pass --prompts FILE, one prompt a line")
     nproc = _nproc(s)
@@ -254,11 +338,13 @@ def _plan_infer(s: RunSettings, ws: Workspace) -> tuple[LaunchPlan, Facts]:
         model=model, transformer=transformer, prompts=Path(s.prompts).expanduser(),
         images=Path(s.images).expanduser() if s.images else None,
         lora=Path(s.lora_path).expanduser() if s.lora_path else None, run_dir=run_dir,
-        variant=s.variant, nproc=nproc, master_port=s.master_port, python=s.python,
+        variant=variant, nproc=nproc, master_port=s.master_port, python=s.python,
         force=True, write=False, **{k: v for k, v in options.items() if v is not None})
+    run.notes += notes
     if s.out:
         _move_videos(run, Path(s.out).expanduser().absolute())
     plan = _launch_plan(s, run, global_batch=nproc)
+    plan.settings["variant"] = variant
     plan.outputs["samples"] = run.config["out_dir"]
     return plan, _facts(s, run, nproc)
 

@@ -37,6 +37,7 @@ from cogvideo_cli.data.rules import SamplingSettings
 LORA_FILE = "pytorch_lora_weights.safetensors"
 LORA_META = "lora.json"
 STATE_FILE = "training_state.pt"
+CHECKPOINT_META = "checkpoint.json"  # engine.CHECKPOINT_META: read when planning a resume
 
 
 def say(text: str) -> None:
@@ -264,6 +265,11 @@ def save_checkpoint(cfg: dict[str, Any], step: int, transformer, optimizer, lr_s
                     "optimizer": optimizer.state_dict(), "lr_scheduler": lr_sched.state_dict(),
                     "world_size": dist.get_world_size(), "kind": cfg["kind"]},
                    tmp / STATE_FILE)
+        meta = {"step": step, "world_size": dist.get_world_size(), "kind": cfg["kind"],
+                "variant": cfg["variant"], "lora": cfg["lora"], "model": cfg["model"],
+                "transformer": cfg["transformer"]}
+        (tmp / CHECKPOINT_META).write_text(json.dumps(meta, indent=2) + "\n",
+                                           encoding="utf-8")
     dist.barrier()
     if rank == 0:
         shutil.rmtree(final, ignore_errors=True)
@@ -282,16 +288,35 @@ def load_checkpoint(folder: Path, transformer, optimizer, lr_sched,
         raise CogvxError(
             f"the checkpoint was written by {state['world_size']} processes, this run has "
             f"{dist.get_world_size()}", value=str(folder),
-            fix=f"resume with --nproc {state['world_size']}")
-    missing = transformer.load_state_dict(state["trainable"], strict=False)
-    if missing.unexpected_keys:
-        raise CogvxError("the checkpoint's tensors do not fit this model",
-                         value=missing.unexpected_keys[:3],
-                         fix="resume with the same --kind, variant and LoRA rank")
+            fix=f"resume with --nproc-per-node {state['world_size']}")
+    check_fit(state["trainable"], transformer, folder)
+    transformer.load_state_dict(state["trainable"], strict=False)
     optimizer.load_state_dict(state["optimizer"])
     lr_sched.load_state_dict(state["lr_scheduler"])
     set_rng_state(safe_load(folder / f"rng-rank{dist.get_rank()}.pt", mmap=False), device)
     return int(state["step"])
+
+
+def check_fit(saved: dict[str, torch.Tensor], transformer, folder: Path) -> None:
+    """Refuse a checkpoint whose tensors are not this model's, naming the first misfit.
+
+    ``load_state_dict(strict=False)`` skips unknown names but raises a bare RuntimeError on
+    a shape mismatch (another LoRA rank), so shapes are compared first.
+    """
+    current = dict(transformer.named_parameters())
+    unknown = [name for name in saved if name not in current]
+    if unknown:
+        raise CogvxError("the checkpoint's tensors do not fit this model", value=unknown[:3],
+                         fix="resume with the same command (lora or train) and variant")
+    for name, tensor in saved.items():
+        if tuple(tensor.shape) != tuple(current[name].shape):
+            hint = ""
+            if "lora_A" in name:
+                hint = f" (LoRA rank {tensor.shape[0]}, this run has {current[name].shape[0]})"
+            raise CogvxError(
+                f"{name} is {list(tensor.shape)} in the checkpoint {folder} but "
+                f"{list(current[name].shape)} in this model{hint}", value=name,
+                fix="resume without --lora-r / --lora-alpha: they come from the checkpoint")
 
 
 def save_output(cfg: dict[str, Any], transformer, step: int) -> None:
@@ -365,6 +390,9 @@ def train(cfg: dict[str, Any]) -> None:
     if cfg.get("resume"):
         start = load_checkpoint(Path(cfg["resume"]), transformer, optimizer, lr_sched, device)
         say(f"resumed from {cfg['resume']} at step {start}")
+    if start == 0 and rank == 0:
+        # a fresh start (launch.sh run again) begins a fresh step series; a resume appends
+        (Path(cfg["run_dir"]) / "metrics.jsonl").unlink(missing_ok=True)
     model = DistributedDataParallel(
         transformer, device_ids=[device.index] if device.type == "cuda" else None)
     say(f"{cfg['kind']} {cfg['variant']}: {sum(p.numel() for p in params)} trainable "
@@ -386,7 +414,8 @@ def train(cfg: dict[str, Any]) -> None:
         elapsed = time.perf_counter() - began
         log_step(cfg, {"step": step, "loss": loss, "lr": lr, "step_time_s": elapsed,
                        "samples_per_s": world * cfg["micro_batch_size"] / elapsed})
-        if cfg["save_every"] and (step % cfg["save_every"] == 0 or step == cfg["steps"]):
+        # the last step always saves one, so every finished run can be resumed
+        if step == cfg["steps"] or (cfg["save_every"] and step % cfg["save_every"] == 0):
             save_checkpoint(cfg, step, transformer, optimizer, lr_sched, device)
     save_output(cfg, transformer, cfg["steps"])
 

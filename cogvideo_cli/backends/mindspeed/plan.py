@@ -28,6 +28,7 @@ from cogvideo_cli.launch.plan import LaunchPlan, Torchrun
 
 NAME = "mindspeed"
 DEFAULT_PORTS = {"train": 29505, "lora": 6000, "infer": 6000, "extract": 29505}
+LORA_RANK, LORA_ALPHA = 128, 64.0  # the LoRA defaults of `cogvx lora`
 DEFAULT_NPROC = {"train": 8, "lora": 8, "infer": 1, "extract": 1}
 
 
@@ -231,8 +232,8 @@ def _train_args(s: RunSettings, variant: Variant, lay: _Layout, paths: _Paths,
         num_layers=variant.num_layers, sp=lay.sp, seed=s.seed,
         save_interval=_given(s.save_interval, 10000),
         layerzero_config=str(run_dir / "layerzero.yaml") if s.layerzero else None,
-        lora={"r": s.lora_r, "alpha": s.lora_alpha, "dropout": s.lora_dropout,
-              "target_modules": s.lora_target_modules})
+        lora={"r": _given(s.lora_r, LORA_RANK), "alpha": _given(s.lora_alpha, LORA_ALPHA),
+              "dropout": s.lora_dropout, "target_modules": s.lora_target_modules})
     return margs.lora_args(a) if s.kind == "lora" else margs.pretrain_args(a)
 
 
@@ -328,6 +329,8 @@ def _float(value: Any) -> float | None:
 
 def _settings_record(s: RunSettings, lay: _Layout, paths: _Paths) -> dict[str, Any]:
     record = s.to_dict()
+    record.update(lora_r=_given(s.lora_r, LORA_RANK),
+                  lora_alpha=_given(s.lora_alpha, LORA_ALPHA))
     record.update({"tp": lay.tp, "pp_layers": lay.pp_layers, "sp": lay.sp,
                    "encoder_dp": lay.encoder_dp, "gbs": lay.gbs, "dp": lay.dp})
     record["resolved_paths"] = {k: _str(v) for k, v in vars(paths).items()}

@@ -247,3 +247,53 @@ def test_full_fine_tuning_plans_a_transformer_output(workspace, tmp_path):
     assert info["outputs"]["weights"] == str(tmp_path / "run" / "transformer")
     assert info["global_batch"] == 2 and info["world_size"] == 2
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_takes_rank_alpha_and_processes_from_the_checkpoint(lora_run):
+    """No --lora-r / --lora-alpha / --nproc-per-node: the checkpoint's 4, 8 and 2 processes
+    (the defaults 128 / 64 / 1 would not fit it)."""
+    root, first = lora_run
+    assert first.exit_code == 0, first.output
+    result = _cogvx(root, "lora", "--iters", 3, "--resume", root / "run", "--run-dir",
+                    root / "flagless")
+    assert result.exit_code == 0, result.output
+    config = json.loads((root / "flagless" / "run_config.json").read_text())
+    assert config["lora"]["rank"] == 4 and config["lora"]["alpha"] == 8.0
+    assert config["nproc"] == 2
+    assert "at step 2" in (root / "flagless" / "lora.log").read_text()
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--lora-r", 8], "--lora-r 8 does not match the checkpoint"),
+    (["--lora-alpha", 16], "--lora-alpha 16.0 does not match the checkpoint"),
+    (["--nproc-per-node", 1], "Fix: resume with --nproc-per-node 2"),
+])
+def test_resume_refuses_values_that_do_not_fit_before_launch(lora_run, extra, words):
+    root, first = lora_run
+    assert first.exit_code == 0, first.output
+    result = _cogvx(root, "lora", "--iters", 3, "--resume", root / "run", *extra,
+                    "--run-dir", root / "refused", "--dry-run")
+    assert result.exit_code == 2, result.output
+    assert words in result.stderr
+    assert not (root / "refused").exists()
+
+
+def test_a_workspace_variant_never_blames_a_flag_nobody_passed(workspace, tmp_path):
+    Workspace.load(workspace).record("workspace", variant="t2v-1.5")
+    result = _cogvx(workspace, "--json", "lora", "--dry-run", "--run-dir", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["variant"] == "t2v-1.0"
+    assert any("the workspace's [workspace] variant is t2v-1.5" in n for n in info["notes"])
+    given = _cogvx(workspace, "lora", "--variant", "t2v-1.5", "--dry-run")
+    assert given.exit_code == 2
+    assert "--variant t2v-1.5 does not match the model, which is t2v-1.0" in given.stderr
+
+
+def test_load_decides_the_variant_and_the_data_must_fit_its_clip(workspace, tiny_model):
+    """The data was checked for 9-frame clips; a t2v-1.5 model trains 13 by default."""
+    result = _cogvx(workspace, "lora", "--load", tiny_model("t2v-1.5"), "--dry-run")
+    assert result.exit_code == 2, result.output
+    assert "was checked for 9-frame clips; this run takes 13" in result.stderr
+    assert "--variant t2v-1.5 --frames 13" in result.stderr
+    assert "does not match" not in result.stderr

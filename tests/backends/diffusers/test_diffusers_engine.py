@@ -60,7 +60,7 @@ def test_learned_position_table_fixes_the_size(tiny_model, tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("a cat\n")
     image = tmp_path / "i.png"
-    image.write_bytes(b"")
+    _png(image)
     with pytest.raises(UsageError, match="learned position table fixed at 32x48"):
         engine.plan_infer(model=tiny_model("i2v-1.0"), prompts=prompts, images=image,
                           run_dir=tmp_path / "run", height=48, width=48)
@@ -96,3 +96,26 @@ def test_plan_train_names_missing_videos(tiny_model, clips, tmp_path):
     with pytest.raises(DataError, match="line 3: .*gone.mp4 does not exist"):
         engine.plan_train(model=tiny_model("t2v-1.0"), data_path=data, data_folder=clips,
                           run_dir=tmp_path / "run")
+
+
+def _png(path):
+    from PIL import Image
+
+    Image.new("RGB", (48, 32), (200, 10, 10)).save(path)
+
+
+def test_plan_infer_opens_every_image(tiny_model, tmp_path):
+    """A text file listed as an image fails while planning, named; not in the worker."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\na dog\n")
+    _png(tmp_path / "a.png")
+    (tmp_path / "notes.png").write_text("not a picture\n")
+    images = tmp_path / "images.txt"
+    images.write_text("a.png\nnotes.png\n")
+    with pytest.raises(DataError, match="notes.png cannot be read as an image"):
+        engine.plan_infer(model=tiny_model("i2v-1.5"), prompts=prompts, images=images,
+                          run_dir=tmp_path / "r", write=False)
+    images.write_text("a.png\na.png\n")
+    plan = engine.plan_infer(model=tiny_model("i2v-1.5"), prompts=prompts, images=images,
+                             run_dir=tmp_path / "r", write=False)
+    assert plan.config["images"] == [str(tmp_path / "a.png")] * 2

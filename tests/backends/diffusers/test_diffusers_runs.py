@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,6 +113,13 @@ def test_full_finetune_i2v_15_saves_a_transformer(tiny_model, clips, tmp_path):
                              run_dir=tmp_path / "full", steps=1, nproc=1, lr=1e-3)
     _run(plan)
     assert math.isfinite(engine.read_metrics(plan.run_dir)[0]["loss"])
+    # no save_every: the last step still leaves a checkpoint to resume from
+    assert engine.latest_checkpoint(plan.run_dir).name == "step-000001"
+    meta = json.loads((engine.latest_checkpoint(plan.run_dir) / "checkpoint.json").read_text())
+    assert (meta["kind"], meta["world_size"], meta["variant"]) == ("train", 1, "i2v-1.5")
+    # launch.sh run again (same run directory, from step 1): a fresh step series
+    _run(plan)
+    assert [m["step"] for m in engine.read_metrics(plan.run_dir)] == [1]
     name = "diffusion_pytorch_model.safetensors"
     before = load_file(model / "transformer" / name)
     after = load_file(plan.run_dir / "transformer" / name)
@@ -157,3 +165,39 @@ def test_i2v_uses_its_image(tiny_model, tmp_path, variant, frames):
     assert first.shape == (frames, 32, 48, 3)
     assert np.array_equal(first, repeat)
     assert np.abs(first - second).max() > 1e-3
+
+
+def test_a_checkpoint_of_another_lora_rank_is_refused_by_name():
+    """load_state_dict(strict=False) raises a bare RuntimeError on a shape mismatch."""
+    import torch
+
+    from cogvideo_cli.backends.diffusers.train_worker import check_fit
+    from cogvideo_cli.core.errors import CogvxError
+
+    model = torch.nn.ModuleDict({"to_q": torch.nn.ModuleDict(
+        {"lora_A": torch.nn.Linear(32, 128, bias=False)})})
+    saved = {"to_q.lora_A.weight": torch.zeros(4, 32)}
+    with pytest.raises(CogvxError, match=r"\[4, 32\] in the checkpoint .* \[128, 32\] in this "
+                       r"model \(LoRA rank 4, this run has 128\)") as err:
+        check_fit(saved, model, Path("ckpt"))
+    assert "--lora-r" in err.value.fix
+    with pytest.raises(CogvxError, match="do not fit this model"):
+        check_fit({"other.weight": torch.zeros(1)}, model, Path("ckpt"))
+    check_fit({"to_q.lora_A.weight": torch.zeros(128, 32)}, model, Path("ckpt"))
+
+
+def test_a_clip_the_reader_cannot_read_is_a_data_error_naming_it(tmp_path):
+    """decord's get_batch fails on 48x32 H.264 (4-channel frames): no raw DECORDError."""
+    from cogvideo_cli.backends.diffusers import media
+    from cogvideo_cli.core.errors import DataError
+    from cogvideo_cli.data.rules import SamplingSettings
+
+    pytest.importorskip("decord")
+    frames = np.random.default_rng(0).integers(0, 256, size=(24, 32, 48, 3), dtype=np.uint8)
+    path = tmp_path / "small.mp4"
+    media.write_mp4(path, frames, 8)
+    settings = SamplingSettings(num_frames=9, train_fps=8, skip_frames=0, height=32,
+                                width=48)
+    with pytest.raises(DataError, match="small.mp4: the video reader") as err:
+        media.load_clip(path, settings)
+    assert "re-encode it at another size" in err.value.fix

@@ -82,6 +82,13 @@ def test_cli_records_the_workspace_and_refuses_to_overwrite(cli, tmp_path):
     assert bad.exit_code == 2 and "t2v-1.5" in bad.output
 
 
+def test_cli_names_both_clip_lengths_of_a_15_model(cli):
+    """1.5 trains 4k+1 frames with an even latent count; diffusers samples 8k+1."""
+    result = cli("tiny-model", "--variant", "t2v-1.5", "--out", "m")
+    assert result.exit_code == 0, result.output
+    assert "default clip: 13 frames to train, 17 to infer at 32x48" in result.stdout
+
+
 def test_help_imports_nothing_heavy():
     code = ("import sys\nfrom cogvideo_cli.cli.app import main\nsys.argv=['cogvx','tiny-model',"
             "'--help']\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
