@@ -271,8 +271,8 @@ def check_pp_layers(variant: Variant, pp_layers: list[int]) -> Problem | None:
     """Stage sizes: at least one stage, each at least 1 layer, summing to the layer count."""
     n = variant.num_layers
     if not pp_layers:
-        return Problem("--pp-layers is empty", f"use e.g. {' '.join(map(str, balanced_split(n, 2)))}",
-                       pp_layers)
+        example = " ".join(map(str, balanced_split(n, 2)))
+        return Problem("--pp-layers is empty", f"use e.g. {example}", pp_layers)
     stages = len(pp_layers)
     if stages > n:
         return Problem(f"{stages} pipeline stages for {n} layers leaves a stage empty",

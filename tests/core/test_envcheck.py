@@ -40,7 +40,8 @@ def fake_ascend(root: Path, layout: str = "cann", version: str = "8.5.0") -> Pat
     home = root / ("cann" if layout == "cann" else "ascend-toolkit")
     home.mkdir(parents=True)
     (home / "set_env.sh").write_text(
-        f'export ASCEND_TOOLKIT_HOME={home}\nexport LD_LIBRARY_PATH={home}/lib64:$LD_LIBRARY_PATH\n')
+        f"export ASCEND_TOOLKIT_HOME={home}\n"
+        f"export LD_LIBRARY_PATH={home}/lib64:$LD_LIBRARY_PATH\n")
     arch = home / "x86_64-linux"
     arch.mkdir()
     (arch / "ascend_toolkit_install.info").write_text(

@@ -18,7 +18,8 @@ def test_registry_dimensions():
     assert i15.ofs_embed_dim == 512 and t15.ofs_embed_dim is None
     assert (t10.train.frames, t15.train.frames) == (17, 37)
     assert (t10.infer.text_length, t15.infer.text_length) == (226, 224)
-    assert (t15.infer.frames, t15.infer.height, t15.infer.width, t15.infer.fps) == (81, 768, 1360, 16)
+    infer = t15.infer
+    assert (infer.frames, infer.height, infer.width, infer.fps) == (81, 768, 1360, 16)
 
 
 def test_unknown_variant_lists_known_ones():
@@ -67,7 +68,8 @@ def test_resolution():
     t15 = v.get_variant("t2v-1.5")
     assert v.check_resolution(t15, 768, 1360) is None
     problem = v.check_resolution(t15, 480, 730)
-    assert "width 730 is not a multiple of 16" in problem.message and problem.fix == "use 720 or 736"
+    assert "width 730 is not a multiple of 16" in problem.message
+    assert problem.fix == "use 720 or 736"
     problem = v.check_resolution(v.get_variant("i2v-1.0"), 768, 1360)
     assert "480x720" in problem.message and problem.fix == "use --height 480 --width 720"
     assert v.check_resolution(v.get_variant("i2v-1.0"), 480, 720) is None
