@@ -146,6 +146,7 @@ def load(path: Path, *, trust: bool = False, mmap: bool = True) -> Any:
     use_mmap = mmap and zipfile.is_zipfile(path)  # legacy (non-zip) files cannot be mapped
     try:
         if trust:
+            # the user's explicit --trust-checkpoint: full pickle, which can run code
             return torch.load(path, map_location="cpu", weights_only=False, mmap=use_mmap,
                               pickle_module=_LenientPickle)
         with torch.serialization.safe_globals(allowlist()):

@@ -11,8 +11,9 @@ import pytest
 from cogvideo_cli import __version__
 from cogvideo_cli.cli.app import app
 
+# every command's --help is probed below; no per-command copy of this check is needed
 HEAVY = ("torch", "torch_npu", "diffusers", "transformers", "decord", "av", "peft",
-         "safetensors", "huggingface_hub", "numpy")
+         "safetensors", "huggingface_hub", "httpx", "httpx2", "PIL", "numpy")
 
 PROBE = """
 import sys
